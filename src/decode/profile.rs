@@ -1,0 +1,478 @@
+//! The pprof protobuf profile, decoded and resolved into a compact, validated form.
+//!
+//! The wire message is decoded with prost from `proto/profile.proto`, then every index
+//! and id is checked once here, so that later stages can walk stacks without bounds
+//! surprises: a hostile or corrupt profile becomes a [`DecodeError`], never a panic.
+//! Inlined frames are expanded per location once (innermost first, as `go tool pprof`
+//! does); samples keep references to locations rather than copies of their frames.
+
+use std::collections::HashMap;
+
+use prost::Message;
+
+use super::DecodeError;
+
+/// The generated protobuf types for `proto/profile.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/perftools.profiles.rs"));
+}
+
+/// Bounds applied while resolving a profile, on top of the byte limits of the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// The most stack frames (after inline expansion, summed over samples) a profile may
+    /// hold; this bounds the work of every later pass over the stacks.
+    pub max_frames: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_frames: 64 << 20,
+        }
+    }
+}
+
+/// What one entry of a sample's values measures, e.g. `inuse_space` in `bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueType {
+    /// The sample type name (`inuse_space`, `goroutine`, ...).
+    pub kind: String,
+    /// Its unit (`bytes`, `count`, ...).
+    pub unit: String,
+}
+
+/// A decoded profile with resolved names and validated references.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// The sample types, in value order.
+    pub sample_types: Vec<ValueType>,
+    /// Index into `sample_types` of the profile's declared default, if it names one.
+    pub default_sample_type: Option<usize>,
+    /// Distinct function names; frames refer to them by index.
+    pub functions: Vec<String>,
+    /// When the profile was taken, in nanoseconds since the Unix epoch (0 if unset).
+    pub time_nanos: i64,
+    /// Per location: the range of `loc_frames` holding its expanded frames.
+    loc_ranges: Vec<(u32, u32)>,
+    /// Function indices of every location's lines, innermost first.
+    loc_frames: Vec<u32>,
+    /// Per sample: the range of `sample_locs` holding its locations, leaf first.
+    sample_ranges: Vec<(u32, u32)>,
+    /// Location indices of every sample.
+    sample_locs: Vec<u32>,
+    /// Sample values, `sample_types.len()` per sample.
+    values: Vec<i64>,
+    /// String labels per sample; empty when no sample has any.
+    labels: Vec<Vec<(String, String)>>,
+}
+
+impl Profile {
+    /// Number of samples.
+    pub fn sample_count(&self) -> usize {
+        self.sample_ranges.len()
+    }
+
+    /// The values of sample `i`, one per sample type.
+    pub fn values(&self, i: usize) -> &[i64] {
+        let n = self.sample_types.len();
+        &self.values[i * n..(i + 1) * n]
+    }
+
+    /// The string labels of sample `i` (goroutine labels set with `pprof.Do`).
+    pub fn labels(&self, i: usize) -> &[(String, String)] {
+        self.labels.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The function indices of sample `i`'s stack, leaf first, inlined calls expanded
+    /// innermost first.
+    pub fn stack(&self, i: usize) -> impl Iterator<Item = u32> + '_ {
+        let (start, end) = self.sample_ranges[i];
+        self.sample_locs[start as usize..end as usize]
+            .iter()
+            .flat_map(move |&loc| {
+                let (s, e) = self.loc_ranges[loc as usize];
+                self.loc_frames[s as usize..e as usize].iter().copied()
+            })
+    }
+
+    /// Index of the sample type called `name`, or whose position is `name` as a number.
+    pub fn sample_index(&self, name: &str) -> Option<usize> {
+        self.sample_types
+            .iter()
+            .position(|t| t.kind == name)
+            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < self.sample_types.len()))
+    }
+
+    /// The sample type `go tool pprof` shows when none is asked for: the declared
+    /// default, else the last one.
+    pub fn default_index(&self) -> Option<usize> {
+        self.default_sample_type
+            .or_else(|| self.sample_types.len().checked_sub(1))
+    }
+}
+
+/// Decodes an uncompressed protobuf profile and resolves it.
+pub fn decode_profile(bytes: &[u8], limits: DecodeLimits) -> Result<Profile, DecodeError> {
+    let raw = pb::Profile::decode(bytes).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    resolve(raw, limits)
+}
+
+fn invalid(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid(msg.into())
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32, DecodeError> {
+    u32::try_from(n).map_err(|_| invalid(format!("too many {what}")))
+}
+
+/// Checks every cross-reference of a wire profile and builds the compact form.
+fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeError> {
+    let strings = raw.string_table;
+    let string = |idx: i64, what: &str| -> Result<&str, DecodeError> {
+        usize::try_from(idx)
+            .ok()
+            .and_then(|i| strings.get(i))
+            .map(String::as_str)
+            .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
+    };
+
+    let sample_types = raw
+        .sample_type
+        .iter()
+        .map(|vt| {
+            Ok(ValueType {
+                kind: string(vt.r#type, "sample type")?.to_owned(),
+                unit: string(vt.unit, "sample unit")?.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    if sample_types.is_empty() && !raw.sample.is_empty() {
+        return Err(invalid("samples present but no sample types"));
+    }
+    let default_sample_type = if raw.default_sample_type == 0 {
+        None
+    } else {
+        let name = string(raw.default_sample_type, "default sample type")?;
+        sample_types.iter().position(|t| t.kind == name)
+    };
+
+    // Functions: wire id -> interned name index.
+    let mut functions: Vec<String> = Vec::new();
+    let mut by_name: HashMap<String, u32> = HashMap::new();
+    let mut func_ids: HashMap<u64, u32> = HashMap::with_capacity(raw.function.len());
+    for f in &raw.function {
+        if f.id == 0 {
+            return Err(invalid("function with id 0"));
+        }
+        let name = string(f.name, "function name")?;
+        let idx = match by_name.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = u32_of(functions.len(), "functions")?;
+                functions.push(name.to_owned());
+                by_name.insert(name.to_owned(), i);
+                i
+            }
+        };
+        if func_ids.insert(f.id, idx).is_some() {
+            return Err(invalid(format!("duplicate function id {}", f.id)));
+        }
+    }
+
+    // Locations: wire id -> index; each location's lines expanded innermost first.
+    let mut loc_ids: HashMap<u64, u32> = HashMap::with_capacity(raw.location.len());
+    let mut loc_ranges = Vec::with_capacity(raw.location.len());
+    let mut loc_frames = Vec::with_capacity(raw.location.len());
+    for loc in &raw.location {
+        if loc.id == 0 {
+            return Err(invalid("location with id 0"));
+        }
+        let start = u32_of(loc_frames.len(), "frames")?;
+        if loc.line.is_empty() {
+            // An unsymbolised location: named by its address, as pprof prints it.
+            let name = format!("{:016x}", loc.address);
+            let idx = match by_name.get(&name) {
+                Some(&i) => i,
+                None => {
+                    let i = u32_of(functions.len(), "functions")?;
+                    functions.push(name.clone());
+                    by_name.insert(name, i);
+                    i
+                }
+            };
+            loc_frames.push(idx);
+        }
+        for line in &loc.line {
+            let idx = *func_ids.get(&line.function_id).ok_or_else(|| {
+                invalid(format!(
+                    "location {} refers to unknown function {}",
+                    loc.id, line.function_id
+                ))
+            })?;
+            loc_frames.push(idx);
+        }
+        let end = u32_of(loc_frames.len(), "frames")?;
+        let idx = u32_of(loc_ranges.len(), "locations")?;
+        loc_ranges.push((start, end));
+        if loc_ids.insert(loc.id, idx).is_some() {
+            return Err(invalid(format!("duplicate location id {}", loc.id)));
+        }
+    }
+
+    let n_types = sample_types.len();
+    let mut sample_ranges = Vec::with_capacity(raw.sample.len());
+    let mut sample_locs = Vec::new();
+    let mut values = Vec::with_capacity(raw.sample.len() * n_types);
+    let mut labels: Vec<Vec<(String, String)>> = Vec::new();
+    let mut total_frames: u64 = 0;
+    for (i, s) in raw.sample.iter().enumerate() {
+        if s.value.len() != n_types {
+            return Err(invalid(format!(
+                "sample {i} has {} values for {n_types} sample types",
+                s.value.len()
+            )));
+        }
+        values.extend_from_slice(&s.value);
+        let start = u32_of(sample_locs.len(), "sample locations")?;
+        for id in &s.location_id {
+            let idx = *loc_ids
+                .get(id)
+                .ok_or_else(|| invalid(format!("sample {i} refers to unknown location {id}")))?;
+            let (a, b) = loc_ranges[idx as usize];
+            total_frames += u64::from(b - a);
+            sample_locs.push(idx);
+        }
+        if total_frames > limits.max_frames {
+            return Err(DecodeError::TooLarge {
+                limit: limits.max_frames,
+            });
+        }
+        sample_ranges.push((start, u32_of(sample_locs.len(), "sample locations")?));
+        let mut sample_labels = Vec::new();
+        for l in &s.label {
+            if l.str != 0 {
+                sample_labels.push((
+                    string(l.key, "label key")?.to_owned(),
+                    string(l.str, "label value")?.to_owned(),
+                ));
+            }
+        }
+        if !sample_labels.is_empty() {
+            labels.resize_with(i, Vec::new);
+            labels.push(sample_labels);
+        }
+    }
+
+    Ok(Profile {
+        sample_types,
+        default_sample_type,
+        functions,
+        time_nanos: raw.time_nanos,
+        loc_ranges,
+        loc_frames,
+        sample_ranges,
+        sample_locs,
+        values,
+        labels,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small builder for hand-made wire profiles: functions by name, locations as
+    /// lists of function names (innermost first), samples as lists of location ids.
+    #[derive(Default)]
+    pub(crate) struct Builder {
+        pub(crate) p: pb::Profile,
+    }
+
+    impl Builder {
+        pub(crate) fn new(types: &[(&str, &str)]) -> Self {
+            let mut b = Self::default();
+            b.p.string_table.push(String::new());
+            for (t, u) in types {
+                let vt = pb::ValueType {
+                    r#type: b.s(t),
+                    unit: b.s(u),
+                };
+                b.p.sample_type.push(vt);
+            }
+            b
+        }
+
+        pub(crate) fn s(&mut self, v: &str) -> i64 {
+            if let Some(i) = self.p.string_table.iter().position(|x| x == v) {
+                return i as i64;
+            }
+            self.p.string_table.push(v.to_owned());
+            (self.p.string_table.len() - 1) as i64
+        }
+
+        fn func(&mut self, name: &str) -> u64 {
+            let n = self.s(name);
+            if let Some(f) = self.p.function.iter().find(|f| f.name == n) {
+                return f.id;
+            }
+            let id = self.p.function.len() as u64 + 1;
+            self.p.function.push(pb::Function {
+                id,
+                name: n,
+                ..Default::default()
+            });
+            id
+        }
+
+        /// Adds a location whose lines are `names`, innermost first; returns its id.
+        pub(crate) fn loc(&mut self, names: &[&str]) -> u64 {
+            let line = names
+                .iter()
+                .map(|n| pb::Line {
+                    function_id: self.func(n),
+                    line: 1,
+                    column: 0,
+                })
+                .collect();
+            let id = self.p.location.len() as u64 + 1;
+            self.p.location.push(pb::Location {
+                id,
+                line,
+                ..Default::default()
+            });
+            id
+        }
+
+        pub(crate) fn sample(&mut self, locs: &[u64], values: &[i64], labels: &[(&str, &str)]) {
+            let label = labels
+                .iter()
+                .map(|(k, v)| pb::Label {
+                    key: self.s(k),
+                    str: self.s(v),
+                    ..Default::default()
+                })
+                .collect();
+            self.p.sample.push(pb::Sample {
+                location_id: locs.to_vec(),
+                value: values.to_vec(),
+                label,
+            });
+        }
+
+        pub(crate) fn bytes(&self) -> Vec<u8> {
+            self.p.encode_to_vec()
+        }
+
+        pub(crate) fn profile(&self) -> Profile {
+            decode_profile(&self.bytes(), DecodeLimits::default()).unwrap()
+        }
+    }
+
+    fn names(p: &Profile, i: usize) -> Vec<&str> {
+        p.stack(i).map(|f| p.functions[f as usize].as_str()).collect()
+    }
+
+    #[test]
+    fn expands_inlined_lines_innermost_first() {
+        let mut b = Builder::new(&[("inuse_space", "bytes")]);
+        let leaf = b.loc(&["main.inner", "main.outer"]);
+        let root = b.loc(&["main.main"]);
+        b.sample(&[leaf, root], &[10], &[]);
+        let p = b.profile();
+        assert_eq!(names(&p, 0), ["main.inner", "main.outer", "main.main"]);
+        assert_eq!(p.values(0), [10]);
+    }
+
+    #[test]
+    fn keeps_string_labels_and_skips_numeric_ones() {
+        let mut b = Builder::new(&[("goroutine", "count")]);
+        let l = b.loc(&["main.w"]);
+        b.sample(&[l], &[1], &[]);
+        b.sample(&[l], &[2], &[("worker", "ingest")]);
+        let num_key = b.s("bytes");
+        b.p.sample[0].label.push(pb::Label {
+            key: num_key,
+            num: 64,
+            ..Default::default()
+        });
+        let p = b.profile();
+        assert!(p.labels(0).is_empty());
+        assert_eq!(p.labels(1), [("worker".to_owned(), "ingest".to_owned())]);
+    }
+
+    #[test]
+    fn sample_index_by_name_number_and_default() {
+        let mut b = Builder::new(&[("alloc_space", "bytes"), ("inuse_space", "bytes")]);
+        assert_eq!(b.profile().default_index(), Some(1));
+        assert_eq!(b.profile().sample_index("alloc_space"), Some(0));
+        assert_eq!(b.profile().sample_index("1"), Some(1));
+        assert_eq!(b.profile().sample_index("2"), None);
+        b.p.default_sample_type = b.s("alloc_space");
+        assert_eq!(b.profile().default_index(), Some(0));
+    }
+
+    fn err_of(b: &Builder) -> String {
+        decode_profile(&b.bytes(), DecodeLimits::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn rejects_inconsistent_references() {
+        let mut b = Builder::new(&[("x", "count")]);
+        let l = b.loc(&["f"]);
+        b.sample(&[l + 1], &[1], &[]);
+        assert!(err_of(&b).contains("unknown location"), "{}", err_of(&b));
+
+        let mut b = Builder::new(&[("x", "count")]);
+        let l = b.loc(&["f"]);
+        b.sample(&[l], &[1, 2], &[]);
+        assert!(err_of(&b).contains("2 values for 1 sample types"));
+
+        let mut b = Builder::new(&[("x", "count")]);
+        b.loc(&["f"]);
+        b.p.function[0].name = 99;
+        assert!(err_of(&b).contains("outside the table"));
+
+        let mut b = Builder::new(&[("x", "count")]);
+        b.loc(&["f"]);
+        b.p.location[0].line[0].function_id = 7;
+        assert!(err_of(&b).contains("unknown function 7"));
+
+        let mut b = Builder::new(&[("x", "count")]);
+        b.loc(&["f"]);
+        b.loc(&["g"]);
+        b.p.location[1].id = 1;
+        assert!(err_of(&b).contains("duplicate location id 1"));
+
+        let mut b = Builder::new(&[("x", "count")]);
+        b.loc(&["f"]);
+        b.p.location[0].id = 0;
+        assert!(err_of(&b).contains("id 0"));
+    }
+
+    #[test]
+    fn bounds_expanded_frames() {
+        let mut b = Builder::new(&[("x", "count")]);
+        let l = b.loc(&["a", "b", "c"]);
+        for _ in 0..10 {
+            b.sample(&[l, l], &[1], &[]);
+        }
+        let limits = DecodeLimits { max_frames: 59 };
+        assert_eq!(
+            decode_profile(&b.bytes(), limits).unwrap_err(),
+            DecodeError::TooLarge { limit: 59 }
+        );
+        assert!(decode_profile(&b.bytes(), DecodeLimits { max_frames: 60 }).is_ok());
+    }
+
+    #[test]
+    fn garbage_is_a_protobuf_error() {
+        assert!(matches!(
+            decode_profile(b"\xff\xff\xff\xff", DecodeLimits::default()),
+            Err(DecodeError::Protobuf(_))
+        ));
+    }
+}
