@@ -11,3 +11,4 @@
 
 pub mod aggregate;
 pub mod decode;
+pub mod process;

@@ -9,6 +9,8 @@ pub mod functions;
 pub mod goroutines;
 pub mod heap;
 pub mod limit;
+pub mod memstats;
+pub mod states;
 
 pub use functions::{FunctionRow, FunctionTable, by_function};
 pub use goroutines::{GoroutineSummary, StackGroup, by_stack};

@@ -4,6 +4,8 @@
 //! with no sockets, clocks or files, so it can be unit-tested on captured payloads and
 //! fuzzed. Every read is bounded: decompression stops at a caller-given byte limit.
 
+pub mod goroutine_text;
+pub mod memstats;
 pub mod profile;
 
 use std::io::Read;

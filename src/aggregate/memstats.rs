@@ -1,0 +1,1 @@
+//! `pprof_go_memstats_*` families from a parsed MemStats block.

@@ -1,0 +1,1 @@
+//! Parser for `goroutine?debug=2` text dumps.

@@ -1,0 +1,1 @@
+//! Parser for the `# runtime.MemStats` block of `heap?debug=1`.
