@@ -2,13 +2,20 @@
 //! metrics, broken down by function and goroutine stack.
 //!
 //! The pipeline, one module per stage:
-//! `config` -> `scrape` -> `decode` -> `aggregate` -> `expose`, with `target` running
-//! the per-target loop that strings them together, `inspect` offering the same
-//! aggregation on the command line, and `telemetry` holding logging set-up.
+//! [`config`] -> [`scrape`] -> [`decode`] -> [`aggregate`] -> [`expose`], with
+//! [`target`] running the per-target loop that strings them together, [`process`]
+//! reading the target's memory from `/proc`, [`inspect`] offering the same aggregation
+//! on the command line, and [`telemetry`] setting up logs.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod config;
 pub mod decode;
+pub mod expose;
+pub mod inspect;
 pub mod process;
+pub mod scrape;
+pub mod target;
+pub mod telemetry;

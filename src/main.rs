@@ -1,1 +1,171 @@
-fn main(){}
+//! The `pprof-exporter` binary: parse flags, then run the daemon or `inspect`.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use pprof_exporter::aggregate::Limits;
+use pprof_exporter::config::{Cli, Command, DaemonArgs, EXIT_USAGE};
+use pprof_exporter::expose::{self, Hub};
+use pprof_exporter::scrape::{FetchConfig, Fetcher};
+use pprof_exporter::target::{self, ProfileKind, TargetConfig, TargetSnapshot};
+use pprof_exporter::{inspect, telemetry};
+
+/// How long open connections may take to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("pprof-exporter: {msg}");
+    ExitCode::from(EXIT_USAGE as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message spans several lines (usage, hints); the first says it all.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            return usage_error(&format!("{first} (see --help)"));
+        }
+    };
+    match cli.command {
+        Some(Command::Inspect(args)) => match inspect::report(&args) {
+            Ok(report) => {
+                print!("{}", inspect::render(&report, args.format, args.top));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pprof-exporter inspect: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => run_daemon(cli.daemon),
+    }
+}
+
+fn run_daemon(args: DaemonArgs) -> ExitCode {
+    if let Err(e) = args.validate() {
+        return usage_error(&e);
+    }
+    if let Err(e) = telemetry::init(&args.log_level) {
+        return usage_error(&e);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(daemon(args))
+}
+
+async fn daemon(args: DaemonArgs) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(address = %args.listen, error = %e, "cannot listen");
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    let fetcher = match Fetcher::new(FetchConfig {
+        timeout: args.scrape_timeout,
+        max_body_bytes: args.max_body_bytes,
+    }) {
+        Ok(f) => f,
+        Err(e) => {
+            error!(error = %e, "cannot build the HTTP client");
+            return ExitCode::FAILURE;
+        }
+    };
+    let kinds = [ProfileKind::Heap, ProfileKind::Goroutine];
+    let configs: Vec<Arc<TargetConfig>> = args
+        .targets
+        .iter()
+        .map(|url| {
+            Arc::new(TargetConfig {
+                url: url.clone(),
+                path_prefix: args.path_prefix.clone(),
+                heap_gc: args.heap_gc,
+                interval: args.scrape_interval,
+                limits: Limits {
+                    top: args.top.get(),
+                    stack_text: args.stack_text_bytes.get(),
+                },
+                max_decompressed_bytes: args.max_decompressed_bytes,
+                promoted_labels: Vec::new(),
+            })
+        })
+        .collect();
+    let snapshots: Vec<Arc<Mutex<TargetSnapshot>>> = configs
+        .iter()
+        .map(|c| Arc::new(Mutex::new(TargetSnapshot::new(c.label(), &kinds))))
+        .collect();
+    let hub = Arc::new(Hub::new(snapshots.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut tasks = Vec::new();
+    for (cfg, snap) in configs.into_iter().zip(snapshots) {
+        info!(target = %cfg.label(), interval = ?cfg.interval, "scraping");
+        tasks.push(tokio::spawn(target::run(
+            cfg,
+            fetcher.clone(),
+            snap,
+            hub.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
+    info!(address = %address, "serving");
+    let server = tokio::spawn(expose::serve(listener, hub, stop_rx, DRAIN));
+
+    wait_for_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        // A scrape in flight is bounded by --scrape.timeout; don't wait for it.
+        t.abort();
+    }
+    let _ = server.await;
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,352 @@
+//! Config stage: command-line flags (each with an environment variable) parsed into
+//! typed values and validated once at start-up.
+//!
+//! A bad flag is reported as one line on stderr and exit code 64 (`EX_USAGE`) by
+//! `main`; nothing here panics on user input.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+/// Exit code for a usage error (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+
+/// The conventional address of a Go service's pprof server.
+pub const DEFAULT_TARGET: &str = "http://localhost:6060";
+
+/// Default address of the exporter's own web server.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10060";
+
+/// Go net/http/pprof heap and goroutine profiles as Prometheus metrics, broken down
+/// by function and goroutine stack.
+#[derive(Debug, Parser)]
+#[command(name = "pprof-exporter", version, about, long_about = None)]
+pub struct Cli {
+    /// A one-off command instead of the exporter daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Daemon settings.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a profile (file or URL) aggregated by function, like `go tool pprof -top`.
+    Inspect(InspectArgs),
+}
+
+/// Settings of the exporter daemon.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Base URL of a Go service serving net/http/pprof; repeat the flag (or separate
+    /// with commas in the environment variable) for several targets.
+    #[arg(long = "target", env = "PPROF_EXPORTER_TARGET", value_delimiter = ',',
+          default_value = DEFAULT_TARGET, value_parser = parse_target)]
+    pub targets: Vec<Url>,
+
+    /// How often each target is scraped.
+    #[arg(long = "scrape.interval", env = "PPROF_EXPORTER_SCRAPE_INTERVAL",
+          default_value = "15s", value_parser = parse_duration)]
+    pub scrape_interval: Duration,
+
+    /// Time limit for one profile fetch, body included.
+    #[arg(long = "scrape.timeout", env = "PPROF_EXPORTER_SCRAPE_TIMEOUT",
+          default_value = "10s", value_parser = parse_duration)]
+    pub scrape_timeout: Duration,
+
+    /// Path under the target URL where the pprof handlers are mounted.
+    #[arg(long = "pprof.path-prefix", env = "PPROF_EXPORTER_PPROF_PATH_PREFIX",
+          default_value = "/debug/pprof", value_parser = parse_prefix)]
+    pub path_prefix: String,
+
+    /// Ask the target to run a GC before writing the heap profile (`?gc=1`), so in-use
+    /// numbers are current rather than as of the last GC. Costs the target a GC cycle.
+    #[arg(long = "heap.gc", env = "PPROF_EXPORTER_HEAP_GC")]
+    pub heap_gc: bool,
+
+    /// Series kept per per-function or per-stack metric and target; the rest are
+    /// summed into function="(other)".
+    #[arg(
+        long = "limits.top",
+        env = "PPROF_EXPORTER_LIMITS_TOP",
+        default_value = "100"
+    )]
+    pub top: NonZeroUsize,
+
+    /// Longest stack text in pprof_goroutine_stack_info, in bytes (cut at the root end).
+    #[arg(
+        long = "limits.stack-text-bytes",
+        env = "PPROF_EXPORTER_LIMITS_STACK_TEXT_BYTES",
+        default_value = "1024"
+    )]
+    pub stack_text_bytes: NonZeroUsize,
+
+    /// Largest profile body accepted from a target (suffixes KiB, MiB, GiB, kB, MB, GB).
+    #[arg(long = "limits.max-body-bytes", env = "PPROF_EXPORTER_LIMITS_MAX_BODY_BYTES",
+          default_value = "64MiB", value_parser = parse_size)]
+    pub max_body_bytes: u64,
+
+    /// Largest size a profile may inflate to after gunzip.
+    #[arg(long = "limits.max-decompressed-bytes",
+          env = "PPROF_EXPORTER_LIMITS_MAX_DECOMPRESSED_BYTES",
+          default_value = "256MiB", value_parser = parse_size)]
+    pub max_decompressed_bytes: u64,
+
+    /// Address the exporter serves /metrics, /healthz and / on (`:PORT` means all
+    /// interfaces).
+    #[arg(long = "web.listen-address", env = "PPROF_EXPORTER_WEB_LISTEN_ADDRESS",
+          default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Log filter: error, warn, info, debug or trace (or a tracing filter directive).
+    #[arg(
+        long = "log.level",
+        env = "PPROF_EXPORTER_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+}
+
+/// Output format of `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Columns like `go tool pprof -top`.
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// A profile file (gzip or plain protobuf) or an http(s) URL to fetch it from.
+    pub source: String,
+    /// Sample type to show (name such as inuse_space, or its index); defaults to the
+    /// profile's default, like go tool pprof.
+    #[arg(long = "sample-index")]
+    pub sample_index: Option<String>,
+    /// Subtract this base profile (file or URL), like `go tool pprof -base`.
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Show only the first N rows of the table (all by default; JSON is always complete).
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Time limit when the source is a URL.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Largest input accepted (file or body).
+    #[arg(long = "max-bytes", default_value = "1GiB", value_parser = parse_size)]
+    pub max_bytes: u64,
+    /// Largest size the input may inflate to.
+    #[arg(long = "max-decompressed-bytes", default_value = "4GiB", value_parser = parse_size)]
+    pub max_decompressed_bytes: u64,
+}
+
+/// Reads a file path argument, for flags that name one.
+pub fn parse_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
+/// Parses a target: an http(s) URL, or `host:port` (taken as http).
+pub fn parse_target(s: &str) -> Result<Url, String> {
+    let with_scheme = if s.contains("://") {
+        s.to_owned()
+    } else {
+        format!("http://{s}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| format!("invalid target URL {s:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("target {s:?} must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("target {s:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("target {s:?} must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+/// Parses a duration such as `15s`, `500ms`, `2m`, `1h` (or `1m30s`); zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h)"
+                ));
+            }
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+        };
+        total = total.saturating_add(part);
+    }
+    if total.is_zero() {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(total)
+}
+
+/// Parses a byte size: a plain number or one with a suffix (KiB, MiB, GiB, kB, MB, GB).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))?;
+    if v == 0 {
+        return Err(format!("size {s:?} must be greater than zero"));
+    }
+    Ok(v)
+}
+
+/// Parses a listen address; `:PORT` means every IPv4 interface.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|_| format!("invalid listen address {s:?}: expected HOST:PORT or :PORT"))
+}
+
+/// Normalises a path prefix to start with `/` and not end with one.
+pub fn parse_prefix(s: &str) -> Result<String, String> {
+    let trimmed = s.trim().trim_end_matches('/');
+    if trimmed.contains(['?', '#', ' ']) {
+        return Err(format!("invalid path prefix {s:?}"));
+    }
+    Ok(if trimmed.starts_with('/') || trimmed.is_empty() {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    })
+}
+
+impl DaemonArgs {
+    /// Cross-flag checks that clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.targets.is_empty() {
+            return Err("at least one --target is required".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.targets {
+            if !seen.insert(t.as_str()) {
+                return Err(format!("--target {t} is given twice"));
+            }
+        }
+        if self.max_decompressed_bytes < self.max_body_bytes {
+            return Err(
+                "--limits.max-decompressed-bytes must be at least --limits.max-body-bytes".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "0s", "15", "s", "1x", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        for bad in ["", "0", "1TiB", "x", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("localhost:6060").unwrap().as_str(),
+            "http://localhost:6060/"
+        );
+        assert_eq!(parse_target("https://svc:443/app").unwrap().path(), "/app");
+        for bad in ["ftp://x", "http://", "http://x/?a=1", "::::"] {
+            assert!(parse_target(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn listen_and_prefix() {
+        assert_eq!(parse_listen(":10060").unwrap().to_string(), "0.0.0.0:10060");
+        assert!(parse_listen("localhost").is_err());
+        assert_eq!(parse_prefix("internal/prof/").unwrap(), "/internal/prof");
+        assert_eq!(parse_prefix("/debug/pprof").unwrap(), "/debug/pprof");
+        assert!(parse_prefix("/a?b").is_err());
+    }
+
+    #[test]
+    fn defaults_parse_and_validate() {
+        let cli = Cli::try_parse_from(["pprof-exporter"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.daemon.targets[0].as_str(), "http://localhost:6060/");
+        assert_eq!(cli.daemon.listen.port(), 10060);
+        assert_eq!(cli.daemon.scrape_interval, Duration::from_secs(15));
+        cli.daemon.validate().unwrap();
+        let dup = Cli::try_parse_from(["x", "--target", "a:1", "--target", "a:1"]).unwrap();
+        assert!(dup.daemon.validate().is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! Expose stage: the exporter's web server and the pre-encoded exposition.
+//!
+//! Endpoints:
+//! - `GET /metrics`: every target's last snapshot plus self-metrics, in the Prometheus
+//!   text format. Encoded once per refresh (after each scrape), not per request.
+//! - `GET /healthz`: `ok` while the process serves.
+//! - `GET /`: a landing page linking the endpoints, with the current top functions and
+//!   stacks of each target as plain HTML tables.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::aggregate::{Family, Kind};
+use crate::target::{REASONS, TargetSnapshot};
+
+/// Content type of the text exposition format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Holds every target's snapshot and the encoded exposition built from them.
+#[derive(Debug, Default)]
+pub struct Hub {
+    targets: Vec<Arc<Mutex<TargetSnapshot>>>,
+    encoded: RwLock<Bytes>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock must not stop the exporter from serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// A hub over the given target snapshots; encodes the initial exposition.
+    pub fn new(targets: Vec<Arc<Mutex<TargetSnapshot>>>) -> Self {
+        let hub = Self {
+            targets,
+            encoded: RwLock::new(Bytes::new()),
+        };
+        hub.refresh();
+        hub
+    }
+
+    /// The current encoded exposition.
+    pub fn metrics(&self) -> Bytes {
+        self.encoded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-encodes the exposition from the current snapshots.
+    pub fn refresh(&self) {
+        let mut families = Families::default();
+        families.push_family(
+            None,
+            &Family {
+                name: "pprof_exporter_build_info",
+                help: "Always 1: the exporter's version.",
+                kind: Kind::Gauge,
+                series: vec![crate::aggregate::Series {
+                    labels: vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                    value: 1.0,
+                }],
+            },
+        );
+        for t in &self.targets {
+            let snap = lock(t);
+            for f in self_families(&snap) {
+                families.push_family(Some(&snap.label), &f);
+            }
+            for (_, fams, _) in snap.profiles.values() {
+                for f in fams {
+                    families.push_family(Some(&snap.label), f);
+                }
+            }
+        }
+        let mut buf = Vec::with_capacity(families.estimate);
+        // Encoding into a Vec cannot fail for well-formed families; if it ever did,
+        // keep serving the previous exposition rather than an empty or partial one.
+        if TextEncoder::new().encode(&families.list, &mut buf).is_ok() {
+            *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(buf);
+        }
+    }
+
+    /// Renders the landing page.
+    pub fn landing_page(&self) -> String {
+        let mut html = String::from(concat!(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>pprof-exporter</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}",
+            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}td.n{text-align:right}",
+            "code{font-size:90%}</style></head><body><h1>pprof-exporter</h1><p>Version ",
+            env!("CARGO_PKG_VERSION"),
+            ". <a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a></p>"
+        ));
+        for t in &self.targets {
+            let snap = lock(t);
+            let _ = write!(
+                html,
+                "<h2>{} — {}</h2>",
+                escape(&snap.label),
+                if snap.up() { "up" } else { "down" }
+            );
+            for (kind, (status, _, _)) in &snap.profiles {
+                let age = status
+                    .last_success
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or("never".to_owned(), |d| format!("{}s ago", d.as_secs()));
+                let _ = write!(
+                    html,
+                    "<p>{}: last success {age}; errors {}</p>",
+                    kind.label(),
+                    status.errors.values().sum::<u64>()
+                );
+            }
+            html.push_str("<h3>Top functions by in-use heap</h3><table><tr><th>function</th><th>flat bytes</th><th>cum bytes</th></tr>");
+            for (f, flat, cum) in &snap.landing.heap {
+                let _ = write!(
+                    html,
+                    "<tr><td><code>{}</code></td><td class=n>{flat}</td><td class=n>{cum}</td></tr>",
+                    escape(f)
+                );
+            }
+            html.push_str("</table><h3>Top goroutine stacks</h3><table><tr><th>goroutines</th><th>function</th><th>stack_id</th><th>stack (root first)</th></tr>");
+            for (f, id, n, text) in &snap.landing.stacks {
+                let _ = write!(
+                    html,
+                    "<tr><td class=n>{n}</td><td><code>{}</code></td><td><code>{id}</code></td><td><code>{}</code></td></tr>",
+                    escape(f),
+                    escape(text)
+                );
+            }
+            html.push_str("</table>");
+        }
+        html.push_str("</body></html>");
+        html
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Families merged by name across targets, in first-seen order.
+#[derive(Default)]
+struct Families {
+    list: Vec<MetricFamily>,
+    index: HashMap<&'static str, usize>,
+    estimate: usize,
+}
+
+impl Families {
+    fn push_family(&mut self, target: Option<&str>, f: &Family) {
+        let i = *self.index.entry(f.name).or_insert_with(|| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(f.name.to_owned());
+            mf.set_help(f.help.to_owned());
+            mf.set_field_type(match f.kind {
+                Kind::Gauge => MetricType::GAUGE,
+                Kind::Counter => MetricType::COUNTER,
+            });
+            self.list.push(mf);
+            self.list.len() - 1
+        });
+        let metrics = self.list[i].mut_metric();
+        for s in &f.series {
+            let mut labels = Vec::with_capacity(s.labels.len() + 1);
+            if let Some(t) = target {
+                labels.push(label_pair("target", t));
+            }
+            for (k, v) in &s.labels {
+                labels.push(label_pair(k, v));
+            }
+            let mut m = proto::Metric::from_label(labels);
+            match f.kind {
+                Kind::Gauge => {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(s.value);
+                    m.set_gauge(g);
+                }
+                Kind::Counter => {
+                    let mut c = proto::Counter::default();
+                    c.set_value(s.value);
+                    m.set_counter(c);
+                }
+            }
+            self.estimate += 64
+                + f.name.len()
+                + s.labels
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>();
+            metrics.push(m);
+        }
+    }
+}
+
+fn label_pair(name: &str, value: &str) -> proto::LabelPair {
+    let mut l = proto::LabelPair::default();
+    l.set_name(name.to_owned());
+    l.set_value(value.to_owned());
+    l
+}
+
+/// The exporter's own metrics about one target.
+fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
+    let mut up = Family::new(
+        "pprof_up",
+        Kind::Gauge,
+        "1 if the last scrape of every profile of this target succeeded, else 0.",
+    );
+    up.push(Vec::new(), if snap.up() { 1.0 } else { 0.0 });
+    let mut success = Family::new(
+        "pprof_scrape_success",
+        Kind::Gauge,
+        "1 if the last scrape of this profile succeeded, else 0.",
+    );
+    let mut duration = Family::new(
+        "pprof_scrape_duration_seconds",
+        Kind::Gauge,
+        "Time the last scrape of this profile took: fetch, decode and aggregation.",
+    );
+    let mut errors = Family::new(
+        "pprof_scrape_errors_total",
+        Kind::Counter,
+        "Failed scrapes by reason: connect, timeout, http_status, too_large, decode.",
+    );
+    let mut size = Family::new(
+        "pprof_profile_size_bytes",
+        Kind::Gauge,
+        "Size of the last profile received, as sent (compressed).",
+    );
+    let mut last = Family::new(
+        "pprof_last_scrape_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last successful scrape of this profile; the series of a profile are as old as this.",
+    );
+    let mut dropped = Family::new(
+        "pprof_series_dropped",
+        Kind::Gauge,
+        "Series that --limits.top folded into function=\"(other)\" (or left out, for cumulative metrics) in the last scrape.",
+    );
+    for (kind, (status, _, drops)) in &snap.profiles {
+        let p = || ("profile", kind.label().to_owned());
+        if let Some(ok) = status.success {
+            success.push(vec![p()], if ok { 1.0 } else { 0.0 });
+        }
+        if let Some(d) = status.duration {
+            duration.push(vec![p()], d.as_secs_f64());
+        }
+        for reason in REASONS {
+            let n = status.errors.get(reason).copied().unwrap_or(0);
+            errors.push(vec![p(), ("reason", reason.to_owned())], n as f64);
+        }
+        if let Some(s) = status.size {
+            size.push(vec![p()], s as f64);
+        }
+        if let Some(t) = status.last_success {
+            let secs = t
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            last.push(vec![p()], secs);
+        }
+        for (metric, n) in drops {
+            dropped.push(vec![("metric", (*metric).to_owned())], *n as f64);
+        }
+    }
+    vec![up, success, duration, errors, size, last, dropped]
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// Routes one request.
+pub fn handle(hub: &Hub, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "method not allowed\n",
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => response(StatusCode::OK, TEXT_FORMAT, hub.metrics()),
+        "/healthz" => response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        "/" => response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            hub.landing_page(),
+        ),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        ),
+    }
+}
+
+/// Serves until `shutdown` flips, then lets open connections finish for up to
+/// `drain` before returning.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of fds and the like: back off instead of spinning.
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let hub = hub.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let resp = handle(&hub, &req);
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => info!("connections drained"),
+        _ = tokio::time::sleep(drain) => info!("drain time limit reached; closing open connections"),
+    }
+}
