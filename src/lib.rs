@@ -5,7 +5,8 @@
 //! [`config`] -> [`scrape`] -> [`decode`] -> [`aggregate`] -> [`expose`], with
 //! [`target`] running the per-target loop that strings them together, [`process`]
 //! reading the target's memory from `/proc`, [`inspect`] offering the same aggregation
-//! on the command line, and [`telemetry`] setting up logs.
+//! on the command line, [`telemetry`] setting up logs, and [`synth`] generating
+//! profiles for tests and benchmarks.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,5 +18,6 @@ pub mod expose;
 pub mod inspect;
 pub mod process;
 pub mod scrape;
+pub mod synth;
 pub mod target;
 pub mod telemetry;
