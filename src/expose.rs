@@ -92,8 +92,11 @@ impl Hub {
         let mut buf = Vec::with_capacity(families.estimate);
         // Encoding into a Vec cannot fail for well-formed families; if it ever did,
         // keep serving the previous exposition rather than an empty or partial one.
-        if TextEncoder::new().encode(&families.list, &mut buf).is_ok() {
-            *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(buf);
+        match TextEncoder::new().encode(&families.list, &mut buf) {
+            Ok(()) => *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(buf),
+            Err(e) => {
+                tracing::error!(error = %e, "encoding /metrics failed; serving the previous exposition")
+            }
         }
     }
 
@@ -151,6 +154,18 @@ impl Hub {
     }
 }
 
+/// Encodes families for one target in the text format, as `/metrics` would show them
+/// (used by golden tests and `inspect`-style tooling).
+pub fn encode(target: &str, families: &[Family]) -> String {
+    let mut merged = Families::default();
+    for f in families {
+        merged.push_family(Some(target), f);
+    }
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&merged.list, &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -168,6 +183,11 @@ struct Families {
 
 impl Families {
     fn push_family(&mut self, target: Option<&str>, f: &Family) {
+        // The text encoder refuses a family without series, and an empty family says
+        // nothing anyway (e.g. no last-success timestamp before the first success).
+        if f.series.is_empty() {
+            return;
+        }
         let i = *self.index.entry(f.name).or_insert_with(|| {
             let mut mf = MetricFamily::default();
             mf.set_name(f.name.to_owned());

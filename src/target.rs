@@ -140,11 +140,16 @@ impl TargetSnapshot {
 }
 
 /// The result of decoding and aggregating one payload.
-struct Processed {
-    families: Vec<Family>,
-    dropped: Dropped,
-    heap: Option<Vec<(String, i64, i64)>>,
-    stacks: Option<Vec<(String, String, i64, String)>>,
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// The metric families (without the `target` label).
+    pub families: Vec<Family>,
+    /// What the limits dropped.
+    pub dropped: Dropped,
+    /// Landing page rows for a heap profile.
+    pub heap: Option<Vec<(String, i64, i64)>>,
+    /// Landing page rows for a goroutine profile.
+    pub stacks: Option<Vec<(String, String, i64, String)>>,
 }
 
 /// Why a scrape failed: the fetch or the payload.
@@ -167,7 +172,11 @@ impl ScrapeError {
 }
 
 /// Decodes and aggregates a profile payload: pure, run on the blocking pool.
-fn process(kind: ProfileKind, body: &[u8], cfg: &TargetConfig) -> Result<Processed, DecodeError> {
+pub fn process(
+    kind: ProfileKind,
+    body: &[u8],
+    cfg: &TargetConfig,
+) -> Result<Processed, DecodeError> {
     let raw = decode::gunzip_bounded(body, cfg.max_decompressed_bytes)?;
     if !decode::is_gzip(body) && raw.first() == Some(&b'<') {
         return Err(DecodeError::NotAProfile(decode::describe_payload(&raw)));

@@ -87,10 +87,7 @@ fn pprof_top(go: &Path, file: &Path, index: &str, unit: &str, base: Option<&Path
             "pprof listed {name} twice"
         );
     }
-    assert!(
-        text.contains("Dropped") == false,
-        "pprof dropped nodes:\n{text}"
-    );
+    assert!(!text.contains("Dropped"), "pprof dropped nodes:\n{text}");
     (total.unwrap_or(0), rows)
 }
 

@@ -50,12 +50,57 @@ pub struct GoroutineSummary {
 /// its own copies of x/ packages). Module paths without a dot exist, so "no dot in the
 /// first element" alone would misclassify them.
 const STD_ROOTS: &[&str] = &[
-    "archive", "bufio", "builtin", "bytes", "cmp", "compress", "container", "context",
-    "crypto", "database", "debug", "embed", "encoding", "errors", "expvar", "flag", "fmt",
-    "go", "hash", "html", "image", "index", "internal", "io", "iter", "log", "maps", "math",
-    "mime", "net", "os", "path", "plugin", "reflect", "regexp", "runtime", "slices", "sort",
-    "strconv", "strings", "structs", "sync", "syscall", "testing", "text", "time", "unicode",
-    "unique", "unsafe", "vendor", "weak",
+    "archive",
+    "bufio",
+    "builtin",
+    "bytes",
+    "cmp",
+    "compress",
+    "container",
+    "context",
+    "crypto",
+    "database",
+    "debug",
+    "embed",
+    "encoding",
+    "errors",
+    "expvar",
+    "flag",
+    "fmt",
+    "go",
+    "hash",
+    "html",
+    "image",
+    "index",
+    "internal",
+    "io",
+    "iter",
+    "log",
+    "maps",
+    "math",
+    "mime",
+    "net",
+    "os",
+    "path",
+    "plugin",
+    "reflect",
+    "regexp",
+    "runtime",
+    "slices",
+    "sort",
+    "strconv",
+    "strings",
+    "structs",
+    "sync",
+    "syscall",
+    "testing",
+    "text",
+    "time",
+    "unicode",
+    "unique",
+    "unsafe",
+    "vendor",
+    "weak",
 ];
 
 /// The import path of the package a Go function symbol belongs to:
@@ -111,7 +156,12 @@ pub fn stack_id<'a>(frames: impl IntoIterator<Item = &'a str>) -> StackId {
 /// least specific part; a cut stack starts with `...;`.
 pub fn stack_text(frames_leaf_first: &[String], max_len: usize) -> String {
     let root_first = |frames: &[String]| {
-        frames.iter().rev().map(String::as_str).collect::<Vec<_>>().join(";")
+        frames
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(";")
     };
     let full = root_first(frames_leaf_first);
     if full.len() <= max_len {
@@ -142,7 +192,11 @@ pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
         let count = profile.values(s).get(value_index).copied().unwrap_or(0);
         total = total.wrapping_add(count);
         names.clear();
-        names.extend(profile.stack(s).map(|f| profile.functions[f as usize].as_str()));
+        names.extend(
+            profile
+                .stack(s)
+                .map(|f| profile.functions[f as usize].as_str()),
+        );
         let id = stack_id(names.iter().copied());
         let labels: Vec<String> = promote
             .iter()
@@ -192,9 +246,18 @@ mod tests {
 
     #[test]
     fn blocking_site_skips_runtime_and_std() {
-        let frames = ["runtime.gopark", "runtime.chansend", "main.send.func1", "runtime.goexit"];
+        let frames = [
+            "runtime.gopark",
+            "runtime.chansend",
+            "main.send.func1",
+            "runtime.goexit",
+        ];
         assert_eq!(blocking_function(&frames), "main.send.func1");
-        let frames = ["runtime.gopark", "internal/poll.(*FD).Read", "myapp/db.Query"];
+        let frames = [
+            "runtime.gopark",
+            "internal/poll.(*FD).Read",
+            "myapp/db.Query",
+        ];
         assert_eq!(blocking_function(&frames), "myapp/db.Query");
         let frames = ["runtime.gopark", "net/http.(*conn).serve", "runtime.goexit"];
         assert_eq!(blocking_function(&frames), "net/http.(*conn).serve");
@@ -219,7 +282,10 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(stack_text(&frames, 1000), "main.main;main.wait;runtime.gopark");
+        assert_eq!(
+            stack_text(&frames, 1000),
+            "main.main;main.wait;runtime.gopark"
+        );
         let cut = stack_text(&frames, 30);
         assert_eq!(cut, "...;main.wait;runtime.gopark");
         assert!(cut.len() <= 30);
@@ -245,7 +311,11 @@ mod tests {
         assert_eq!(plain.stacks[0].frames, ["runtime.gopark", "main.worker"]);
 
         let split = by_stack(&p, &["pool".to_owned(), "absent".to_owned()]);
-        let counts: Vec<_> = split.stacks.iter().map(|g| (g.labels.clone(), g.count)).collect();
+        let counts: Vec<_> = split
+            .stacks
+            .iter()
+            .map(|g| (g.labels.clone(), g.count))
+            .collect();
         assert_eq!(
             counts,
             [

@@ -8,7 +8,12 @@ use super::{Dropped, Family, FunctionTable, Kind, Limits, OTHER, by_function, li
 use crate::decode::Profile;
 
 /// The heap sample types, in the order a [`HeapSummary`] holds them.
-pub const HEAP_TYPES: [&str; 4] = ["inuse_space", "inuse_objects", "alloc_space", "alloc_objects"];
+pub const HEAP_TYPES: [&str; 4] = [
+    "inuse_space",
+    "inuse_objects",
+    "alloc_space",
+    "alloc_objects",
+];
 
 /// Per-function values of one heap profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,28 +65,84 @@ impl HeapSummary {
             cum: bool,
         }
         const DEFS: [Def; 8] = [
-            Def { name: "pprof_heap_inuse_bytes", kind: Kind::Gauge, k: 0, cum: false,
-                help: "Heap bytes in use, allocated directly by this function (flat), as of the last GC." },
-            Def { name: "pprof_heap_inuse_objects", kind: Kind::Gauge, k: 1, cum: false,
-                help: "Heap objects in use, allocated directly by this function (flat), as of the last GC." },
-            Def { name: "pprof_heap_alloc_bytes_total", kind: Kind::Counter, k: 2, cum: false,
-                help: "Bytes allocated by this function (flat) since the target started." },
-            Def { name: "pprof_heap_alloc_objects_total", kind: Kind::Counter, k: 3, cum: false,
-                help: "Objects allocated by this function (flat) since the target started." },
-            Def { name: "pprof_heap_inuse_cum_bytes", kind: Kind::Gauge, k: 0, cum: true,
-                help: "Heap bytes in use, allocated by this function or its callees (cum)." },
-            Def { name: "pprof_heap_inuse_cum_objects", kind: Kind::Gauge, k: 1, cum: true,
-                help: "Heap objects in use, allocated by this function or its callees (cum)." },
-            Def { name: "pprof_heap_alloc_cum_bytes_total", kind: Kind::Counter, k: 2, cum: true,
-                help: "Bytes allocated by this function or its callees (cum) since the target started." },
-            Def { name: "pprof_heap_alloc_cum_objects_total", kind: Kind::Counter, k: 3, cum: true,
-                help: "Objects allocated by this function or its callees (cum) since the target started." },
+            Def {
+                name: "pprof_heap_inuse_bytes",
+                kind: Kind::Gauge,
+                k: 0,
+                cum: false,
+                help: "Heap bytes in use, allocated directly by this function (flat), as of the last GC.",
+            },
+            Def {
+                name: "pprof_heap_inuse_objects",
+                kind: Kind::Gauge,
+                k: 1,
+                cum: false,
+                help: "Heap objects in use, allocated directly by this function (flat), as of the last GC.",
+            },
+            Def {
+                name: "pprof_heap_alloc_bytes_total",
+                kind: Kind::Counter,
+                k: 2,
+                cum: false,
+                help: "Bytes allocated by this function (flat) since the target started.",
+            },
+            Def {
+                name: "pprof_heap_alloc_objects_total",
+                kind: Kind::Counter,
+                k: 3,
+                cum: false,
+                help: "Objects allocated by this function (flat) since the target started.",
+            },
+            Def {
+                name: "pprof_heap_inuse_cum_bytes",
+                kind: Kind::Gauge,
+                k: 0,
+                cum: true,
+                help: "Heap bytes in use, allocated by this function or its callees (cum).",
+            },
+            Def {
+                name: "pprof_heap_inuse_cum_objects",
+                kind: Kind::Gauge,
+                k: 1,
+                cum: true,
+                help: "Heap objects in use, allocated by this function or its callees (cum).",
+            },
+            Def {
+                name: "pprof_heap_alloc_cum_bytes_total",
+                kind: Kind::Counter,
+                k: 2,
+                cum: true,
+                help: "Bytes allocated by this function or its callees (cum) since the target started.",
+            },
+            Def {
+                name: "pprof_heap_alloc_cum_objects_total",
+                kind: Kind::Counter,
+                k: 3,
+                cum: true,
+                help: "Objects allocated by this function or its callees (cum) since the target started.",
+            },
         ];
         const TOTALS: [(&str, Kind, &str); 4] = [
-            ("pprof_profile_heap_inuse_bytes", Kind::Gauge, "Heap bytes in use in the last heap profile, all functions."),
-            ("pprof_profile_heap_inuse_objects", Kind::Gauge, "Heap objects in use in the last heap profile, all functions."),
-            ("pprof_profile_heap_alloc_bytes_total", Kind::Counter, "Bytes allocated since the target started, all functions."),
-            ("pprof_profile_heap_alloc_objects_total", Kind::Counter, "Objects allocated since the target started, all functions."),
+            (
+                "pprof_profile_heap_inuse_bytes",
+                Kind::Gauge,
+                "Heap bytes in use in the last heap profile, all functions.",
+            ),
+            (
+                "pprof_profile_heap_inuse_objects",
+                Kind::Gauge,
+                "Heap objects in use in the last heap profile, all functions.",
+            ),
+            (
+                "pprof_profile_heap_alloc_bytes_total",
+                Kind::Counter,
+                "Bytes allocated since the target started, all functions.",
+            ),
+            (
+                "pprof_profile_heap_alloc_objects_total",
+                Kind::Counter,
+                "Objects allocated since the target started, all functions.",
+            ),
         ];
 
         let mut families = Vec::with_capacity(DEFS.len() + TOTALS.len());
@@ -90,7 +151,12 @@ impl HeapSummary {
             let items: Vec<(&str, i64)> = self
                 .table
                 .present_in(def.k)
-                .map(|r| (r.name.as_str(), if def.cum { r.cum[def.k] } else { r.flat[def.k] }))
+                .map(|r| {
+                    (
+                        r.name.as_str(),
+                        if def.cum { r.cum[def.k] } else { r.flat[def.k] },
+                    )
+                })
                 .filter(|(_, v)| def.cum || *v != 0)
                 .collect();
             let limited = limit::top_n(items, limits.top);
@@ -155,18 +221,33 @@ mod tests {
             b.sample(&[l, main], &[1, v, 1, v], &[]);
         }
         let s = HeapSummary::from_profile(&b.profile()).unwrap();
-        let (fams, dropped) = s.families(&Limits { top: 2, stack_text: 100 });
+        let (fams, dropped) = s.families(&Limits {
+            top: 2,
+            stack_text: 100,
+        });
         assert_eq!(value(&fams, "pprof_heap_inuse_bytes", "d"), Some(40.0));
         assert_eq!(value(&fams, "pprof_heap_inuse_bytes", "c"), Some(30.0));
         assert_eq!(value(&fams, "pprof_heap_inuse_bytes", OTHER), Some(30.0));
         assert_eq!(value(&fams, "pprof_heap_inuse_bytes", "a"), None);
         // cum: main.main (100) and d (40) kept, nothing folded into (other).
-        assert_eq!(value(&fams, "pprof_heap_inuse_cum_bytes", "main.main"), Some(100.0));
+        assert_eq!(
+            value(&fams, "pprof_heap_inuse_cum_bytes", "main.main"),
+            Some(100.0)
+        );
         assert_eq!(value(&fams, "pprof_heap_inuse_cum_bytes", OTHER), None);
-        let total: f64 = fams.iter().find(|f| f.name == "pprof_heap_inuse_bytes").unwrap()
-            .series.iter().map(|s| s.value).sum();
+        let total: f64 = fams
+            .iter()
+            .find(|f| f.name == "pprof_heap_inuse_bytes")
+            .unwrap()
+            .series
+            .iter()
+            .map(|s| s.value)
+            .sum();
         assert_eq!(total, 100.0);
-        assert_eq!(value(&fams, "pprof_profile_heap_inuse_bytes", ""), Some(100.0));
+        assert_eq!(
+            value(&fams, "pprof_profile_heap_inuse_bytes", ""),
+            Some(100.0)
+        );
         assert!(dropped.contains(&("pprof_heap_inuse_bytes", 2)));
         assert!(dropped.contains(&("pprof_heap_inuse_cum_bytes", 3)));
     }

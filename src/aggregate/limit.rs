@@ -15,7 +15,11 @@ pub struct Limited<T> {
 /// the choice is deterministic) and sums the rest into `other`, so that the kept
 /// values plus `other` still add up to the total.
 pub fn top_n<T: Ord>(mut items: Vec<(T, i64)>, n: usize) -> Limited<T> {
-    items.sort_by(|a, b| b.1.unsigned_abs().cmp(&a.1.unsigned_abs()).then_with(|| a.0.cmp(&b.0)));
+    items.sort_by(|a, b| {
+        b.1.unsigned_abs()
+            .cmp(&a.1.unsigned_abs())
+            .then_with(|| a.0.cmp(&b.0))
+    });
     if items.len() <= n {
         return Limited {
             kept: items,
@@ -49,7 +53,10 @@ mod tests {
         let l = top_n(items, 2);
         assert_eq!(l.kept, [("b", -9), ("c", 3)]);
         assert_eq!(l.dropped, 3);
-        assert_eq!(l.kept.iter().map(|x| x.1).sum::<i64>() + l.other.unwrap(), total);
+        assert_eq!(
+            l.kept.iter().map(|x| x.1).sum::<i64>() + l.other.unwrap(),
+            total
+        );
     }
 
     #[test]

@@ -118,7 +118,12 @@ pub fn goroutine_families(
     total.push(Vec::new(), summary.total as f64);
     stacks.push(Vec::new(), summary.stacks.len() as f64);
 
-    let items: Vec<(usize, i64)> = summary.stacks.iter().enumerate().map(|(i, g)| (i, g.count)).collect();
+    let items: Vec<(usize, i64)> = summary
+        .stacks
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (i, g.count))
+        .collect();
     let limited = limit::top_n(items, limits.top);
     let mut infos_done = std::collections::HashSet::new();
     for (i, count) in &limited.kept {
@@ -132,14 +137,20 @@ pub fn goroutine_families(
                 vec![
                     ("stack_id", id),
                     ("function", g.function.clone()),
-                    ("stack", goroutines::stack_text(&g.frames, limits.stack_text)),
+                    (
+                        "stack",
+                        goroutines::stack_text(&g.frames, limits.stack_text),
+                    ),
                 ],
                 1.0,
             );
         }
     }
     if let Some(other) = limited.other {
-        let mut labels = vec![("function", OTHER.to_owned()), ("stack_id", OTHER.to_owned())];
+        let mut labels = vec![
+            ("function", OTHER.to_owned()),
+            ("stack_id", OTHER.to_owned()),
+        ];
         labels.extend(label_names.iter().map(|n| (*n, String::new())));
         counts.push(labels, other as f64);
     }

@@ -81,7 +81,11 @@ pub fn describe_payload(bytes: &[u8]) -> String {
             .join(" ");
         format!("text starting {text:?}")
     } else {
-        format!("{} bytes starting {:02x?}", bytes.len(), &head[..head.len().min(8)])
+        format!(
+            "{} bytes starting {:02x?}",
+            bytes.len(),
+            &head[..head.len().min(8)]
+        )
     }
 }
 
@@ -117,20 +121,31 @@ mod tests {
     fn refuses_output_past_limit() {
         let data = vec![0u8; 1 << 20];
         let err = gunzip_bounded(&gzip(&data), (1 << 20) - 1).unwrap_err();
-        assert_eq!(err, DecodeError::TooLarge { limit: (1 << 20) - 1 });
+        assert_eq!(
+            err,
+            DecodeError::TooLarge {
+                limit: (1 << 20) - 1
+            }
+        );
     }
 
     #[test]
     fn plain_bytes_pass_through_but_are_bounded() {
         assert_eq!(&*gunzip_bounded(b"abc", 3).unwrap(), b"abc");
-        assert!(matches!(gunzip_bounded(b"abcd", 3), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            gunzip_bounded(b"abcd", 3),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn truncated_gzip_is_an_error() {
         let full = gzip(&vec![1u8; 50_000]);
         let cut = &full[..full.len() / 2];
-        assert!(matches!(gunzip_bounded(cut, 1 << 30), Err(DecodeError::Gzip(_))));
+        assert!(matches!(
+            gunzip_bounded(cut, 1 << 30),
+            Err(DecodeError::Gzip(_))
+        ));
     }
 
     #[test]

@@ -102,7 +102,11 @@ impl Profile {
         self.sample_types
             .iter()
             .position(|t| t.kind == name)
-            .or_else(|| name.parse::<usize>().ok().filter(|&i| i < self.sample_types.len()))
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < self.sample_types.len())
+            })
     }
 
     /// The sample type `go tool pprof` shows when none is asked for: the declared
@@ -371,7 +375,9 @@ pub(crate) mod tests {
     }
 
     fn names(p: &Profile, i: usize) -> Vec<&str> {
-        p.stack(i).map(|f| p.functions[f as usize].as_str()).collect()
+        p.stack(i)
+            .map(|f| p.functions[f as usize].as_str())
+            .collect()
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
         })
     };
     if found.is_none() {
-        assert!(!ci(), "required tool {tool} is missing (run scripts/setup.sh)");
+        assert!(
+            !ci(),
+            "required tool {tool} is missing (run scripts/setup.sh)"
+        );
         eprintln!("SKIP: {tool} not installed; run scripts/setup.sh");
     }
     found
@@ -108,7 +111,10 @@ pub fn build_go_program(go: Go, dir: &str) -> Option<PathBuf> {
         .arg(".")
         .status()
         .expect("run go build");
-    assert!(status.success(), "go build of testdata/{dir} with {go:?} failed");
+    assert!(
+        status.success(),
+        "go build of testdata/{dir} with {go:?} failed"
+    );
     std::fs::rename(&tmp, &out).unwrap();
     built.insert(key, out.clone());
     Some(out)
@@ -125,7 +131,9 @@ impl Proc {
     /// Spawns `cmd` and waits (bounded) until one of its output lines contains
     /// `ready`; returns the process and that line.
     pub fn spawn(mut cmd: Command, ready: &str, timeout: Duration) -> (Proc, String) {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -194,7 +202,12 @@ impl Leaky {
         let mut cmd = Command::new(bin);
         cmd.args(args);
         let (proc, line) = Proc::spawn(cmd, "listening on ", Duration::from_secs(30));
-        let url = line.split("listening on ").nth(1).unwrap().trim().to_owned();
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
         Some(Leaky { proc, url })
     }
 
@@ -250,7 +263,12 @@ impl Exporter {
     }
 
     /// Polls `/metrics` until `pred` holds, failing after `timeout` with the last body.
-    pub fn wait_for(&self, timeout: Duration, what: &str, pred: impl Fn(&Metrics) -> bool) -> Metrics {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
         let deadline = Instant::now() + timeout;
         loop {
             let m = self.metrics();
@@ -312,7 +330,10 @@ impl Metrics {
                 let mut it = rest.split_whitespace();
                 let name = it.next().unwrap().to_owned();
                 let kind = it.next().unwrap().to_owned();
-                assert!(types.insert(name.clone(), kind).is_none(), "second TYPE for {name}");
+                assert!(
+                    types.insert(name.clone(), kind).is_none(),
+                    "second TYPE for {name}"
+                );
                 continue;
             }
             if line.starts_with('#') || line.trim().is_empty() {
@@ -361,7 +382,9 @@ impl Metrics {
                 "+Inf" => f64::INFINITY,
                 "-Inf" => f64::NEG_INFINITY,
                 "NaN" => f64::NAN,
-                v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
             };
             samples.push(Sample {
                 name: name.to_owned(),
@@ -377,13 +400,21 @@ impl Metrics {
     }
 
     /// Samples of `name` whose labels include every pair in `labels`.
-    pub fn select<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
+    pub fn select<'a>(
+        &'a self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> std::vec::IntoIter<&'a Sample> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     /// The single value of `name` with `labels`, if exactly one sample matches.

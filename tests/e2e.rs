@@ -1,0 +1,351 @@
+//! End to end: the real exporter binary scraping the real Go program (built with Go
+//! 1.19 and Go 1.27), asserted through `/metrics` by metric name and labels, and
+//! checked by `promtool check metrics`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ready(m: &Metrics) -> bool {
+    m.get("pprof_up", &[]) == Some(1.0) && m.select("pprof_goroutines", &[]).count() > 0
+}
+
+fn check_live(go: Go) {
+    let Some(leaky) = Leaky::start(go, &[]) else {
+        return;
+    };
+    let exp = Exporter::start(&["--target", &leaky.url, "--scrape.interval", "1s"]);
+    let m = exp.wait_for(WAIT, "first successful scrape", ready);
+    let t = [("target", leaky.url.as_str())];
+
+    // Every series but the build info carries the target label.
+    for s in &m.samples {
+        if s.name != "pprof_exporter_build_info" {
+            assert_eq!(
+                s.labels.get("target").map(String::as_str),
+                Some(leaky.url.as_str()),
+                "{s:?}"
+            );
+        }
+    }
+
+    // Goroutines: named by blocking call site, counts as the program set them up.
+    let by_fn = |f: &str| m.sum("pprof_goroutines", &[t[0], ("function", f)]);
+    assert_eq!(by_fn("main.blockedSender.func1"), 20.0, "{go:?}");
+    assert_eq!(by_fn("main.selectForever"), 5.0, "{go:?}");
+    assert_eq!(by_fn("main.labeledWorker.func1"), 7.0, "{go:?}");
+    assert_eq!(
+        m.sum("pprof_goroutines", &t),
+        m.get("pprof_profile_goroutines", &t).unwrap()
+    );
+    let ids: BTreeSet<&str> = m
+        .select("pprof_goroutines", &t)
+        .map(|s| s.labels["stack_id"].as_str())
+        .collect();
+    for id in &ids {
+        let info: Vec<_> = m
+            .select("pprof_goroutine_stack_info", &[("stack_id", id)])
+            .collect();
+        assert_eq!(info.len(), 1, "stack_info for {id}");
+        assert_eq!(info[0].value, 1.0);
+    }
+    let sender = m
+        .select(
+            "pprof_goroutines",
+            &[("function", "main.blockedSender.func1")],
+        )
+        .next()
+        .unwrap();
+    let info = m
+        .select(
+            "pprof_goroutine_stack_info",
+            &[("stack_id", sender.labels["stack_id"].as_str())],
+        )
+        .next()
+        .unwrap();
+    assert!(
+        info.labels["stack"].ends_with(";runtime.gopark"),
+        "{:?}",
+        info.labels["stack"]
+    );
+    assert!(
+        info.labels["stack"].starts_with("main.blockedSender.func1;"),
+        "{:?}",
+        info.labels["stack"]
+    );
+
+    // Heap: 64 x 64 KiB retained by main.retainHeap (an estimate scaled from sampling);
+    // main.makeBuffer is inlined into main.retainViaInlined and still gets its own flat.
+    let heap = |name: &str, f: &str| m.get(name, &[t[0], ("function", f)]);
+    let retained = heap("pprof_heap_inuse_bytes", "main.retainHeap").unwrap();
+    assert!(
+        (3.0e6..6.0e6).contains(&retained),
+        "retainHeap in-use {retained}"
+    );
+    let inlined = heap("pprof_heap_inuse_bytes", "main.makeBuffer").unwrap();
+    assert!(inlined > 5e5, "makeBuffer in-use {inlined}");
+    assert_eq!(
+        heap("pprof_heap_inuse_bytes", "main.retainViaInlined"),
+        None,
+        "no flat of its own"
+    );
+    assert!(heap("pprof_heap_inuse_cum_bytes", "main.retainViaInlined").unwrap() >= inlined);
+    assert!(heap("pprof_heap_inuse_bytes", "main.recursiveAlloc").unwrap() > 1e5);
+    assert!(heap("pprof_heap_alloc_bytes_total", "main.retainHeap").unwrap() >= retained);
+    assert_eq!(m.types["pprof_heap_alloc_bytes_total"], "counter");
+    assert_eq!(
+        m.sum("pprof_heap_inuse_bytes", &t),
+        m.get("pprof_profile_heap_inuse_bytes", &t).unwrap()
+    );
+
+    // Self-metrics.
+    for p in ["heap", "goroutine"] {
+        assert_eq!(
+            m.get("pprof_scrape_success", &[t[0], ("profile", p)]),
+            Some(1.0)
+        );
+        assert!(
+            m.get("pprof_profile_size_bytes", &[t[0], ("profile", p)])
+                .unwrap()
+                > 100.0
+        );
+        assert!(
+            m.get("pprof_scrape_duration_seconds", &[t[0], ("profile", p)])
+                .unwrap()
+                > 0.0
+        );
+        assert!(
+            m.get(
+                "pprof_last_scrape_timestamp_seconds",
+                &[t[0], ("profile", p)]
+            )
+            .unwrap()
+                > 1.6e9
+        );
+        assert_eq!(
+            m.sum("pprof_scrape_errors_total", &[t[0], ("profile", p)]),
+            0.0
+        );
+    }
+
+    promtool_check(&m.text);
+
+    // Landing page and health.
+    let (status, page) = exp.get("/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("main.retainHeap") && page.contains("main.blockedSender.func1"),
+        "{page}"
+    );
+    assert_eq!(exp.get("/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(exp.get("/nope").0, 404);
+}
+
+fn promtool_check(text: &str) {
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msgs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && msgs.trim().is_empty(),
+        "promtool check metrics: {msgs}"
+    );
+}
+
+#[test]
+fn live_go119() {
+    check_live(Go::V119);
+}
+
+#[test]
+fn live_go127() {
+    check_live(Go::V127);
+}
+
+#[test]
+fn custom_path_prefix() {
+    let Some(leaky) = Leaky::start(Go::V127, &["-alt-prefix", "/internal/prof"]) else {
+        return;
+    };
+    let exp = Exporter::start(&[
+        "--target",
+        &leaky.url,
+        "--pprof.path-prefix",
+        "/internal/prof",
+        "--scrape.interval",
+        "1s",
+    ]);
+    exp.wait_for(WAIT, "scrape through the custom prefix", ready);
+}
+
+#[test]
+fn top_n_folds_into_other_and_reports_it() {
+    let Some(leaky) = Leaky::start(Go::V127, &[]) else {
+        return;
+    };
+    let exp = Exporter::start(&[
+        "--target",
+        &leaky.url,
+        "--limits.top",
+        "2",
+        "--scrape.interval",
+        "1s",
+    ]);
+    let m = exp.wait_for(WAIT, "first scrape", ready);
+    assert_eq!(m.select("pprof_goroutines", &[]).count(), 3);
+    assert_eq!(
+        m.sum("pprof_goroutines", &[]),
+        m.get("pprof_profile_goroutines", &[]).unwrap()
+    );
+    assert_eq!(m.select("pprof_heap_inuse_bytes", &[]).count(), 3);
+    assert_eq!(
+        m.sum("pprof_heap_inuse_bytes", &[]),
+        m.get("pprof_profile_heap_inuse_bytes", &[]).unwrap()
+    );
+    assert!(
+        m.get("pprof_series_dropped", &[("metric", "pprof_goroutines")])
+            .unwrap()
+            >= 1.0
+    );
+    assert!(
+        m.get(
+            "pprof_series_dropped",
+            &[("metric", "pprof_heap_inuse_bytes")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    let Some(leaky) = Leaky::start(Go::V127, &[]) else {
+        return;
+    };
+    let mut exp = Exporter::start(&["--target", &leaky.url]);
+    exp.wait_for(WAIT, "first scrape", ready);
+    let status = Command::new("kill")
+        .args(["-TERM", &exp.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = wait_exit(&mut exp.proc, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "log:\n{}", exp.proc.output());
+    assert!(exp.proc.output().contains("stopped"));
+}
+
+fn wait_exit(p: &mut Proc, timeout: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bad_flags_exit_64_with_one_line() {
+    for args in [
+        vec!["--bogus"],
+        vec!["--scrape.interval", "0s"],
+        vec!["--scrape.interval", "soon"],
+        vec!["--target", "ftp://x"],
+        vec!["--web.listen-address", "nowhere"],
+        vec!["--limits.top", "0"],
+        vec!["--limits.max-body-bytes", "12XB"],
+    ] {
+        let out = Command::new(exporter_bin()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("pprof-exporter: "), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = Command::new(exporter_bin()).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--target",
+        "--scrape.interval",
+        "--scrape.timeout",
+        "--limits.top",
+        "PPROF_EXPORTER_TARGET",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn inspect_reads_a_url_and_reports_bad_input() {
+    let Some(leaky) = Leaky::start(Go::V119, &[]) else {
+        return;
+    };
+    let out = Command::new(exporter_bin())
+        .args([
+            "inspect",
+            "--format",
+            "json",
+            &format!("{}/debug/pprof/heap", leaky.url),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sample_type"], "inuse_space");
+    assert_eq!(v["unit"], "bytes");
+    assert!(
+        v["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["function"] == "main.retainHeap")
+    );
+
+    let out = Command::new(exporter_bin())
+        .args(["inspect", "/no/such/file"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file"));
+    let out = Command::new(exporter_bin())
+        .args(["inspect", "--sample-index", "nope"])
+        .arg(root().join("tests/fixtures/profiles/heap-go1.19.pb.gz"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("inuse_space"),
+        "lists the types it has"
+    );
+}
