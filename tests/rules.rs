@@ -212,10 +212,30 @@ fn dashboard() -> Value {
 
 /// A fresh scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rules-{name}"));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rules-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Writes `queries` as recording rules `dashboard:query_<index>` in a group named
+/// `dashboard`, to `dir/dashboard-queries.yml`, and returns the path.
+fn write_queries_as_rules(dir: &Path, queries: &[(String, String)]) -> PathBuf {
+    let mut file = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, (title, expr)) in queries.iter().enumerate() {
+        assert!(
+            !expr.contains('$'),
+            "{title}: unreplaced variable in {expr}"
+        );
+        file.push_str(&format!(
+            "      # {title}\n      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(expr).unwrap()
+        ));
+    }
+    let path = dir.join("dashboard-queries.yml");
+    std::fs::write(&path, &file).unwrap();
+    path
 }
 
 /// Runs promtool with `args` from the repository root; `None` when promtool is missing.
@@ -854,23 +874,11 @@ fn dashboard_queries_parse() {
     }
     assert!(queries.len() >= 30);
     let dir = scratch("parse");
-    let mut file = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    for (i, (title, expr)) in queries.iter().enumerate() {
-        assert!(
-            !expr.contains('$'),
-            "{title}: unreplaced variable in {expr}"
-        );
-        file.push_str(&format!(
-            "      # {title}\n      - record: dashboard:query_{i}\n        expr: {}\n",
-            serde_json::to_string(expr).unwrap()
-        ));
-    }
-    let path = dir.join("dashboard-queries.yml");
-    std::fs::write(&path, &file).unwrap();
+    let path = write_queries_as_rules(&dir, &queries);
     let Some((ok, out)) = promtool(&["check", "rules", path.to_str().unwrap()]) else {
         return;
     };
-    assert!(ok, "some dashboard query does not parse:\n{out}\n{file}");
+    assert!(ok, "some dashboard query does not parse:\n{out}");
     assert!(
         out.contains(&format!("SUCCESS: {} rules found", queries.len())),
         "{out}"
@@ -900,14 +908,7 @@ fn dashboard_queries_return_data() {
     let queries = panel_queries(&d);
     let dir = scratch("evaluate");
 
-    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
-    for (i, (title, expr)) in queries.iter().enumerate() {
-        rules.push_str(&format!(
-            "      # {title}\n      - record: dashboard:query_{i}\n        expr: {}\n",
-            serde_json::to_string(expr).unwrap()
-        ));
-    }
-    std::fs::write(dir.join("dashboard-queries.yml"), &rules).unwrap();
+    write_queries_as_rules(&dir, &queries);
 
     let mut test = format!(
         "rule_files:\n  - {}\n  - dashboard-queries.yml\nevaluation_interval: 15s\ngroup_eval_order:\n  - pprof-exporter.recording\n  - pprof-exporter.alerts\n  - dashboard\ntests:\n  - interval: 15s\n    input_series:\n",
