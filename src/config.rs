@@ -104,6 +104,59 @@ pub struct DaemonArgs {
           default_value = DEFAULT_LISTEN, value_parser = parse_listen)]
     pub listen: SocketAddr,
 
+    /// How often to fetch the goroutine-leak profile (Go >= 1.26), which costs the target
+    /// a GC cycle; 0 turns it off. Targets that answer 404 are re-checked hourly.
+    #[arg(long = "goroutine.leak-interval", env = "PPROF_EXPORTER_GOROUTINE_LEAK_INTERVAL",
+          default_value = "5m", value_parser = parse_optional_duration)]
+    pub leak_interval: Every,
+
+    /// How often to fetch `goroutine?debug=2` for goroutine states and wait times; it
+    /// stops the target's world for the whole dump, so it is off (0) by default.
+    #[arg(long = "goroutine.states-interval", env = "PPROF_EXPORTER_GOROUTINE_STATES_INTERVAL",
+          default_value = "0", value_parser = parse_optional_duration)]
+    pub states_interval: Every,
+
+    /// Skip the debug=2 dump while the target has more goroutines than this.
+    #[arg(
+        long = "goroutine.states-max",
+        env = "PPROF_EXPORTER_GOROUTINE_STATES_MAX",
+        default_value = "10000"
+    )]
+    pub states_max: u64,
+
+    /// A goroutine label (set with pprof.Do) to promote to a Prometheus label
+    /// `label_<KEY>` on pprof_goroutines; repeatable.
+    #[arg(
+        long = "goroutine.label",
+        env = "PPROF_EXPORTER_GOROUTINE_LABEL",
+        value_delimiter = ','
+    )]
+    pub goroutine_labels: Vec<String>,
+
+    /// How often to read Go's MemStats from `heap?debug=1` (a brief stop-the-world in
+    /// the target); 0 turns it off.
+    #[arg(long = "memstats.interval", env = "PPROF_EXPORTER_MEMSTATS_INTERVAL",
+          default_value = "15s", value_parser = parse_optional_duration)]
+    pub memstats_interval: Every,
+
+    /// PID of the target process, for its RSS (default: found by the port a local
+    /// target listens on). Only with a single --target.
+    #[arg(
+        long = "target.pid",
+        env = "PPROF_EXPORTER_TARGET_PID",
+        conflicts_with = "pid_file"
+    )]
+    pub pid: Option<u32>,
+
+    /// File holding the target's PID, re-read every scrape. Only with a single --target.
+    #[arg(long = "target.pid-file", env = "PPROF_EXPORTER_TARGET_PID_FILE", value_parser = parse_path)]
+    pub pid_file: Option<PathBuf>,
+
+    /// Where the proc filesystem is mounted.
+    #[arg(long = "proc.root", env = "PPROF_EXPORTER_PROC_ROOT", default_value = "/proc",
+          value_parser = parse_path)]
+    pub proc_root: PathBuf,
+
     /// Log filter: error, warn, info, debug or trace (or a tracing filter directive).
     #[arg(
         long = "log.level",
@@ -222,6 +275,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// An interval that can be switched off: `0` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Every(pub Option<Duration>);
+
+/// Parses a duration where `0` means "off".
+pub fn parse_optional_duration(s: &str) -> Result<Every, String> {
+    if s.trim() == "0" {
+        return Ok(Every(None));
+    }
+    parse_duration(s).map(|d| Every(Some(d)))
+}
+
+/// Turns a goroutine label key into a valid Prometheus label name, `label_<key>`.
+pub fn promoted_label_name(key: &str) -> String {
+    let body: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("label_{body}")
+}
+
 /// Parses a byte size: a plain number or one with a suffix (KiB, MiB, GiB, kB, MB, GB).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -283,6 +363,20 @@ impl DaemonArgs {
                 return Err(format!("--target {t} is given twice"));
             }
         }
+        if (self.pid.is_some() || self.pid_file.is_some()) && self.targets.len() > 1 {
+            return Err("--target.pid and --target.pid-file need exactly one --target".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for key in &self.goroutine_labels {
+            if key.is_empty() {
+                return Err("--goroutine.label needs a label key".into());
+            }
+            if !names.insert(promoted_label_name(key)) {
+                return Err(format!(
+                    "--goroutine.label {key:?} is given twice (after sanitising)"
+                ));
+            }
+        }
         if self.max_decompressed_bytes < self.max_body_bytes {
             return Err(
                 "--limits.max-decompressed-bytes must be at least --limits.max-body-bytes".into(),
@@ -305,6 +399,18 @@ mod tests {
         for bad in ["", "0s", "15", "s", "1x", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn optional_durations_and_label_names() {
+        assert_eq!(parse_optional_duration("0"), Ok(Every(None)));
+        assert_eq!(
+            parse_optional_duration("5m"),
+            Ok(Every(Some(Duration::from_secs(300))))
+        );
+        assert!(parse_optional_duration("0s").is_err());
+        assert_eq!(promoted_label_name("worker"), "label_worker");
+        assert_eq!(promoted_label_name("req-id.v2"), "label_req_id_v2");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::aggregate::{Family, Kind};
-use crate::target::{REASONS, TargetSnapshot};
+use crate::target::TargetSnapshot;
 
 /// Content type of the text exposition format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -262,6 +262,11 @@ fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
         Kind::Counter,
         "Failed scrapes by reason: connect, timeout, http_status, too_large, decode.",
     );
+    let mut skipped = Family::new(
+        "pprof_scrape_skipped_total",
+        Kind::Counter,
+        "Collections skipped on purpose, e.g. a debug=2 dump while the goroutine count is above --goroutine.states-max.",
+    );
     let mut size = Family::new(
         "pprof_profile_size_bytes",
         Kind::Gauge,
@@ -285,7 +290,7 @@ fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
         if let Some(d) = status.duration {
             duration.push(vec![p()], d.as_secs_f64());
         }
-        for reason in REASONS {
+        for &reason in kind.reasons() {
             let n = status.errors.get(reason).copied().unwrap_or(0);
             errors.push(vec![p(), ("reason", reason.to_owned())], n as f64);
         }
@@ -299,11 +304,14 @@ fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
                 .as_secs_f64();
             last.push(vec![p()], secs);
         }
+        for (reason, n) in &status.skipped {
+            skipped.push(vec![p(), ("reason", (*reason).to_owned())], *n as f64);
+        }
         for (metric, n) in drops {
             dropped.push(vec![("metric", (*metric).to_owned())], *n as f64);
         }
     }
-    vec![up, success, duration, errors, size, last, dropped]
+    vec![up, success, duration, errors, skipped, size, last, dropped]
 }
 
 fn response(

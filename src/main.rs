@@ -10,10 +10,11 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use pprof_exporter::aggregate::Limits;
-use pprof_exporter::config::{Cli, Command, DaemonArgs, EXIT_USAGE};
+use pprof_exporter::config::{Cli, Command, DaemonArgs, EXIT_USAGE, promoted_label_name};
 use pprof_exporter::expose::{self, Hub};
+use pprof_exporter::process::PidSource;
 use pprof_exporter::scrape::{FetchConfig, Fetcher};
-use pprof_exporter::target::{self, ProfileKind, TargetConfig, TargetSnapshot};
+use pprof_exporter::target::{self, TargetConfig, TargetSnapshot};
 use pprof_exporter::{inspect, telemetry};
 
 /// How long open connections may take to finish after SIGTERM.
@@ -93,7 +94,13 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let kinds = [ProfileKind::Heap, ProfileKind::Goroutine];
+    let promoted_label_names: Vec<&'static str> = args
+        .goroutine_labels
+        .iter()
+        // Label names must be 'static for the output model; they are leaked once, at
+        // start-up, and there are only as many as flags given.
+        .map(|k| &*Box::leak(promoted_label_name(k).into_boxed_str()))
+        .collect();
     let configs: Vec<Arc<TargetConfig>> = args
         .targets
         .iter()
@@ -108,20 +115,32 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
                     stack_text: args.stack_text_bytes.get(),
                 },
                 max_decompressed_bytes: args.max_decompressed_bytes,
-                promoted_labels: Vec::new(),
+                promoted_labels: args.goroutine_labels.clone(),
+                promoted_label_names: promoted_label_names.clone(),
+                leak_interval: args.leak_interval.0,
+                states_interval: args.states_interval.0,
+                states_max: args.states_max,
+                memstats_interval: args.memstats_interval.0,
+                process: match (&args.pid, &args.pid_file) {
+                    (Some(pid), _) => Some(PidSource::Pid(*pid)),
+                    (None, Some(path)) => Some(PidSource::PidFile(path.clone())),
+                    (None, None) => TargetConfig::local_pid_source(url),
+                },
+                proc_root: args.proc_root.clone(),
             })
         })
         .collect();
     let snapshots: Vec<Arc<Mutex<TargetSnapshot>>> = configs
         .iter()
-        .map(|c| Arc::new(Mutex::new(TargetSnapshot::new(c.label(), &kinds))))
+        .map(|c| Arc::new(Mutex::new(TargetSnapshot::new(c.label(), &c.kinds()))))
         .collect();
     let hub = Arc::new(Hub::new(snapshots.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut tasks = Vec::new();
     for (cfg, snap) in configs.into_iter().zip(snapshots) {
-        info!(target = %cfg.label(), interval = ?cfg.interval, "scraping");
+        let profiles: Vec<&str> = cfg.kinds().iter().map(|k| k.label()).collect();
+        info!(target = %cfg.label(), interval = ?cfg.interval, profiles = ?profiles, "scraping");
         tasks.push(tokio::spawn(target::run(
             cfg,
             fetcher.clone(),

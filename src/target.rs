@@ -7,7 +7,8 @@
 //! failure by reason, and logs one line when the failure starts or changes reason, not
 //! on every cycle while the target stays down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,33 +16,90 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use url::Url;
 
-use crate::aggregate::{self, Dropped, Family, GoroutineSummary, HeapSummary, Limits};
+use crate::aggregate::goroutines::StackId;
+use crate::aggregate::{self, Dropped, Family, GoroutineSummary, HeapSummary, Kind, Limits};
 use crate::decode::{self, DecodeError, profile::DecodeLimits};
 use crate::expose::Hub;
+use crate::process::{PidSource, ProcessError, ProcessWatcher};
 use crate::scrape::{FetchError, Fetcher};
 
-/// The profiles the exporter knows how to scrape.
+/// What the exporter collects per target: five pprof endpoints and the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProfileKind {
-    /// `/heap` in protobuf form.
+    /// `heap` in protobuf form.
     Heap,
-    /// `/goroutine` in protobuf form.
+    /// `goroutine` in protobuf form.
     Goroutine,
+    /// `goroutineleak` in protobuf form (Go >= 1.26).
+    GoroutineLeak,
+    /// `goroutine?debug=2` text: states and wait times.
+    GoroutineStates,
+    /// `heap?debug=1` text, for its MemStats footer.
+    MemStats,
+    /// The target's `/proc` entries.
+    Process,
 }
 
 impl ProfileKind {
+    /// Every kind, in the order a cycle collects them: the goroutine count comes before
+    /// the decision to take a debug=2 dump.
+    pub const ALL: [ProfileKind; 6] = [
+        ProfileKind::Heap,
+        ProfileKind::Goroutine,
+        ProfileKind::GoroutineLeak,
+        ProfileKind::GoroutineStates,
+        ProfileKind::MemStats,
+        ProfileKind::Process,
+    ];
+
     /// The `profile` label value.
     pub fn label(self) -> &'static str {
         match self {
             ProfileKind::Heap => "heap",
             ProfileKind::Goroutine => "goroutine",
+            ProfileKind::GoroutineLeak => "goroutineleak",
+            ProfileKind::GoroutineStates => "goroutine_states",
+            ProfileKind::MemStats => "memstats",
+            ProfileKind::Process => "process",
+        }
+    }
+
+    /// Whether a failure of this kind makes `pprof_up` 0. The optional, opt-in and
+    /// local extras do not: a target is up when its profiles can be read.
+    pub fn required(self) -> bool {
+        matches!(self, ProfileKind::Heap | ProfileKind::Goroutine)
+    }
+
+    /// The failure reasons this kind can report.
+    pub fn reasons(self) -> &'static [&'static str] {
+        match self {
+            ProfileKind::Process => &PROCESS_REASONS,
+            _ => &REASONS,
+        }
+    }
+
+    /// Endpoint (under the pprof prefix) and query.
+    fn endpoint(self, heap_gc: bool) -> (&'static str, Option<&'static str>) {
+        match self {
+            ProfileKind::Heap => ("heap", heap_gc.then_some("gc=1")),
+            ProfileKind::Goroutine => ("goroutine", None),
+            ProfileKind::GoroutineLeak => ("goroutineleak", None),
+            ProfileKind::GoroutineStates => ("goroutine", Some("debug=2")),
+            ProfileKind::MemStats => ("heap", Some("debug=1")),
+            ProfileKind::Process => ("", None),
         }
     }
 }
 
-/// Every failure reason, so that error counters exist (at 0) before the first failure
-/// and `increase()` sees the first one.
+/// Every failure reason of a pprof fetch, so that error counters exist (at 0) before
+/// the first failure and `increase()` sees the first one.
 pub const REASONS: [&str; 5] = ["connect", "timeout", "http_status", "too_large", "decode"];
+
+/// Failure reasons of the process lookup.
+pub const PROCESS_REASONS: [&str; 5] = ["not_found", "not_visible", "permission", "pid_file", "io"];
+
+/// How long a target that answered 404 for the goroutine-leak profile is left alone.
+pub const LEAK_RECHECK: Duration = Duration::from_secs(3600);
 
 /// How one target is scraped.
 #[derive(Debug, Clone)]
@@ -58,8 +116,22 @@ pub struct TargetConfig {
     pub limits: Limits,
     /// Decompression bound.
     pub max_decompressed_bytes: u64,
-    /// Goroutine labels promoted to Prometheus labels.
+    /// Goroutine label keys promoted to Prometheus labels.
     pub promoted_labels: Vec<String>,
+    /// The Prometheus label names of `promoted_labels`, in the same order.
+    pub promoted_label_names: Vec<&'static str>,
+    /// Interval of the goroutine-leak profile (None = off).
+    pub leak_interval: Option<Duration>,
+    /// Interval of the debug=2 dump (None = off).
+    pub states_interval: Option<Duration>,
+    /// Skip the debug=2 dump above this many goroutines.
+    pub states_max: u64,
+    /// Interval of the MemStats read (None = off).
+    pub memstats_interval: Option<Duration>,
+    /// How to find the target's process (None = not local, not collected).
+    pub process: Option<PidSource>,
+    /// Mount point of procfs.
+    pub proc_root: PathBuf,
 }
 
 impl TargetConfig {
@@ -70,13 +142,43 @@ impl TargetConfig {
 
     /// The URL of one profile endpoint.
     pub fn profile_url(&self, kind: ProfileKind) -> Url {
+        let (endpoint, query) = kind.endpoint(self.heap_gc);
         let base = self.url.path().trim_end_matches('/');
         let mut url = self.url.clone();
-        url.set_path(&format!("{base}{}/{}", self.path_prefix, kind.label()));
-        if kind == ProfileKind::Heap && self.heap_gc {
-            url.set_query(Some("gc=1"));
-        }
+        url.set_path(&format!("{base}{}/{endpoint}", self.path_prefix));
+        url.set_query(query);
         url
+    }
+
+    /// How often `kind` is collected, or None when it is off.
+    pub fn interval_of(&self, kind: ProfileKind) -> Option<Duration> {
+        match kind {
+            ProfileKind::Heap | ProfileKind::Goroutine => Some(self.interval),
+            ProfileKind::GoroutineLeak => self.leak_interval,
+            ProfileKind::GoroutineStates => self.states_interval,
+            ProfileKind::MemStats => self.memstats_interval,
+            ProfileKind::Process => self.process.as_ref().map(|_| self.interval),
+        }
+    }
+
+    /// The kinds this target collects.
+    pub fn kinds(&self) -> Vec<ProfileKind> {
+        ProfileKind::ALL
+            .into_iter()
+            .filter(|k| self.interval_of(*k).is_some())
+            .collect()
+    }
+
+    /// The PID source for a target on this machine: by the port of a loopback URL.
+    /// Remote targets' processes are not ours to read.
+    pub fn local_pid_source(url: &Url) -> Option<PidSource> {
+        let local = match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        local.then(|| PidSource::Port(url.port_or_known_default().unwrap_or(80)))
     }
 }
 
@@ -95,6 +197,10 @@ pub struct ProfileStatus {
     pub errors: BTreeMap<&'static str, u64>,
     /// The reason of the current failure streak, for log de-duplication.
     pub failing_reason: Option<&'static str>,
+    /// Collections skipped on purpose, by reason.
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// False once the target answered 404 for an optional profile.
+    pub unsupported: bool,
 }
 
 /// Top entries shown on the landing page.
@@ -131,11 +237,12 @@ impl TargetSnapshot {
         }
     }
 
-    /// 1 when the last attempt of every profile succeeded.
+    /// 1 when the last attempt of every required profile succeeded.
     pub fn up(&self) -> bool {
         self.profiles
-            .values()
-            .all(|(status, _, _)| status.success == Some(true))
+            .iter()
+            .filter(|(k, _)| k.required())
+            .all(|(_, (status, _, _))| status.success == Some(true))
     }
 }
 
@@ -150,6 +257,23 @@ pub struct Processed {
     pub heap: Option<Vec<(String, i64, i64)>>,
     /// Landing page rows for a goroutine profile.
     pub stacks: Option<Vec<(String, String, i64, String)>>,
+    /// Goroutines per stack (id, function, count), for the growth streak.
+    pub stack_counts: Option<Vec<(StackId, String, i64)>>,
+    /// The goroutine total, for the debug=2 guard.
+    pub goroutine_total: Option<i64>,
+}
+
+impl Processed {
+    fn families(families: Vec<Family>, dropped: Dropped) -> Self {
+        Self {
+            families,
+            dropped,
+            heap: None,
+            stacks: None,
+            stack_counts: None,
+            goroutine_total: None,
+        }
+    }
 }
 
 /// Why a scrape failed: the fetch or the payload.
@@ -159,12 +283,15 @@ enum ScrapeError {
     Fetch(#[from] FetchError),
     #[error("{0}")]
     Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Process(#[from] ProcessError),
 }
 
 impl ScrapeError {
     fn reason(&self) -> &'static str {
         match self {
             ScrapeError::Fetch(e) => e.reason(),
+            ScrapeError::Process(e) => e.reason(),
             ScrapeError::Decode(DecodeError::TooLarge { .. }) => "too_large",
             ScrapeError::Decode(_) => "decode",
         }
@@ -178,6 +305,24 @@ pub fn process(
     cfg: &TargetConfig,
 ) -> Result<Processed, DecodeError> {
     let raw = decode::gunzip_bounded(body, cfg.max_decompressed_bytes)?;
+    match kind {
+        ProfileKind::GoroutineStates => {
+            let dump = decode::goroutine_text::parse_goroutines(&raw)?;
+            let (families, dropped) = aggregate::states::state_families(&dump, &cfg.limits);
+            return Ok(Processed::families(families, dropped));
+        }
+        ProfileKind::MemStats => {
+            let stats = decode::memstats::parse_memstats(&raw)?;
+            return Ok(Processed::families(
+                aggregate::memstats::memstats_families(&stats),
+                Vec::new(),
+            ));
+        }
+        ProfileKind::Process => {
+            return Err(DecodeError::Invalid("process is not a profile".into()));
+        }
+        ProfileKind::Heap | ProfileKind::Goroutine | ProfileKind::GoroutineLeak => {}
+    }
     if !decode::is_gzip(body) && raw.first() == Some(&b'<') {
         return Err(DecodeError::NotAProfile(decode::describe_payload(&raw)));
     }
@@ -193,21 +338,24 @@ pub fn process(
                 .map(|(n, f, c)| (n.to_owned(), f, c))
                 .collect();
             Ok(Processed {
-                families,
-                dropped,
                 heap: Some(heap),
-                stacks: None,
+                ..Processed::families(families, dropped)
             })
         }
-        ProfileKind::Goroutine => {
+        ProfileKind::GoroutineLeak => {
+            let summary = aggregate::by_stack(&profile, &[]);
+            let (families, dropped) = aggregate::leaked_families(&summary, &cfg.limits);
+            Ok(Processed::families(families, dropped))
+        }
+        _ => {
             if profile.sample_index("goroutine").is_none() {
                 return Err(DecodeError::NotAProfile(
                     "not a goroutine profile: no \"goroutine\" sample type".into(),
                 ));
             }
             let summary: GoroutineSummary = aggregate::by_stack(&profile, &cfg.promoted_labels);
-            let names: Vec<&'static str> = Vec::new();
-            let (families, dropped) = aggregate::goroutine_families(&summary, &names, &cfg.limits);
+            let (families, dropped) =
+                aggregate::goroutine_families(&summary, &cfg.promoted_label_names, &cfg.limits);
             let stacks = summary
                 .stacks
                 .iter()
@@ -221,14 +369,31 @@ pub fn process(
                     )
                 })
                 .collect();
+            let mut counts: Vec<(StackId, String, i64)> = Vec::with_capacity(summary.stacks.len());
+            for g in &summary.stacks {
+                // Promoted labels split one stack into several groups; the streak is per stack.
+                match counts.iter_mut().find(|(id, _, _)| *id == g.id) {
+                    Some(c) => c.2 += g.count,
+                    None => counts.push((g.id, g.function.clone(), g.count)),
+                }
+            }
             Ok(Processed {
-                families,
-                dropped,
-                heap: None,
                 stacks: Some(stacks),
+                stack_counts: Some(counts),
+                goroutine_total: Some(summary.total),
+                ..Processed::families(families, dropped)
             })
         }
     }
+}
+
+/// What one collection produced.
+enum Outcome {
+    Done(Result<(Processed, u64), ScrapeError>),
+    /// The target does not serve this optional profile (HTTP 404).
+    Unsupported,
+    /// Skipped on purpose, with a reason.
+    Skipped(&'static str),
 }
 
 /// Runs one target until `shutdown` changes.
@@ -239,7 +404,14 @@ pub async fn run(
     hub: Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let kinds = [ProfileKind::Heap, ProfileKind::Goroutine];
+    let kinds = cfg.kinds();
+    let mut next_due: HashMap<ProfileKind, Instant> = HashMap::new();
+    let mut watcher = cfg
+        .process
+        .clone()
+        .map(|source| ProcessWatcher::new(cfg.proc_root.clone(), source));
+    let mut growth = GrowthTracker::default();
+    let mut goroutine_total: Option<i64> = None;
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -247,11 +419,80 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        for kind in kinds {
+        for &kind in &kinds {
+            let now = Instant::now();
+            if next_due.get(&kind).is_some_and(|due| now < *due) {
+                continue;
+            }
+            let interval = cfg.interval_of(kind).unwrap_or(cfg.interval);
+            // Slightly early is due: ticks jitter, and waiting a whole extra cycle for a
+            // few milliseconds would stretch every interval.
+            next_due.insert(kind, now + interval.saturating_sub(cfg.interval / 4));
             let started = Instant::now();
-            let outcome = scrape_one(&cfg, &fetcher, kind).await;
-            let elapsed = started.elapsed();
-            record(&cfg, &snapshot, kind, outcome, elapsed);
+            let outcome = match kind {
+                ProfileKind::Process => {
+                    let Some(w) = watcher.take() else { continue };
+                    let (w, result) = match tokio::task::spawn_blocking(move || {
+                        let mut w = w;
+                        let r = w.sample();
+                        (w, r)
+                    })
+                    .await
+                    {
+                        Ok(x) => x,
+                        Err(_) => continue,
+                    };
+                    watcher = Some(w);
+                    Outcome::Done(
+                        result
+                            .map(|stats| {
+                                (
+                                    Processed::families(
+                                        crate::process::process_families(&stats),
+                                        Vec::new(),
+                                    ),
+                                    0,
+                                )
+                            })
+                            .map_err(ScrapeError::from),
+                    )
+                }
+                ProfileKind::GoroutineStates
+                    if goroutine_total.is_none_or(|n| n > cfg.states_max as i64) =>
+                {
+                    Outcome::Skipped("too_many_goroutines")
+                }
+                _ => match scrape_one(&cfg, &fetcher, kind).await {
+                    Err(ScrapeError::Fetch(FetchError::HttpStatus { status: 404, .. }))
+                        if kind == ProfileKind::GoroutineLeak =>
+                    {
+                        next_due.insert(kind, now + LEAK_RECHECK);
+                        Outcome::Unsupported
+                    }
+                    other => Outcome::Done(other),
+                },
+            };
+            let outcome = match outcome {
+                Outcome::Done(Ok((mut processed, size))) => {
+                    if let Some(total) = processed.goroutine_total {
+                        goroutine_total = Some(total);
+                    }
+                    if let Some(counts) = processed.stack_counts.take() {
+                        processed
+                            .families
+                            .push(growth.update(&counts, cfg.limits.top));
+                    }
+                    Outcome::Done(Ok((processed, size)))
+                }
+                Outcome::Done(Err(e)) => {
+                    if kind == ProfileKind::Goroutine {
+                        goroutine_total = None;
+                    }
+                    Outcome::Done(Err(e))
+                }
+                other => other,
+            };
+            record(&cfg, &snapshot, kind, outcome, started.elapsed());
             hub.refresh();
             if *shutdown.borrow() {
                 return;
@@ -274,18 +515,86 @@ async fn scrape_one(
     Ok((processed, size))
 }
 
+/// Per stack, how many consecutive scrapes its goroutine count grew. A scrape with the
+/// same count keeps the streak, a lower count resets it, and a stack that disappears is
+/// forgotten, so memory is bounded by the stacks of the last profile.
+#[derive(Debug, Default)]
+pub struct GrowthTracker {
+    last: HashMap<StackId, (i64, u64)>,
+}
+
+impl GrowthTracker {
+    /// Updates the streaks from one profile's (stack, function, count) and returns the
+    /// `pprof_goroutines_growth_streak` family, limited to the `top` longest streaks.
+    pub fn update(&mut self, counts: &[(StackId, String, i64)], top: usize) -> Family {
+        let mut next = HashMap::with_capacity(counts.len());
+        for (id, _, count) in counts {
+            let streak = match self.last.get(id) {
+                Some(&(prev, streak)) if *count > prev => streak + 1,
+                Some(&(prev, streak)) if *count == prev => streak,
+                _ => 0,
+            };
+            next.insert(*id, (*count, streak));
+        }
+        self.last = next;
+        let mut ranked: Vec<(u64, &StackId, &String)> = counts
+            .iter()
+            .map(|(id, f, _)| (self.last[id].1, id, f))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        ranked.truncate(top);
+        let mut family = Family::new(
+            "pprof_goroutines_growth_streak",
+            Kind::Gauge,
+            "Consecutive scrapes in which this stack's goroutine count grew (an equal count keeps the streak, a drop resets it).",
+        );
+        for (streak, id, function) in ranked {
+            family.push(
+                vec![("function", function.clone()), ("stack_id", id.to_string())],
+                streak as f64,
+            );
+        }
+        family
+    }
+}
+
 fn record(
     cfg: &TargetConfig,
     snapshot: &Mutex<TargetSnapshot>,
     kind: ProfileKind,
-    outcome: Result<(Processed, u64), ScrapeError>,
+    outcome: Outcome,
     elapsed: Duration,
 ) {
     let mut snap = snapshot.lock().unwrap_or_else(|p| p.into_inner());
     let label = snap.label.clone();
     let snap = &mut *snap;
     let (status, families, dropped) = snap.profiles.entry(kind).or_default();
+    let outcome = match outcome {
+        Outcome::Done(r) => r,
+        Outcome::Unsupported => {
+            if !status.unsupported {
+                info!(target = %label, profile = kind.label(), recheck = ?LEAK_RECHECK,
+                      "target does not serve this profile (Go older than 1.26?); not an error");
+            }
+            status.unsupported = true;
+            status.success = None;
+            families.clear();
+            dropped.clear();
+            return;
+        }
+        Outcome::Skipped(reason) => {
+            let n = status.skipped.entry(reason).or_default();
+            if *n == 0 {
+                info!(target = %label, profile = kind.label(), reason, "collection skipped");
+            }
+            *n += 1;
+            families.clear();
+            dropped.clear();
+            return;
+        }
+    };
     status.duration = Some(elapsed);
+    status.unsupported = false;
     match outcome {
         Ok((processed, size)) => {
             if let Some(reason) = status.failing_reason.take() {
@@ -293,7 +602,7 @@ fn record(
             }
             status.success = Some(true);
             status.last_success = Some(SystemTime::now());
-            status.size = Some(size);
+            status.size = (kind != ProfileKind::Process).then_some(size);
             *families = processed.families;
             *dropped = processed.dropped;
             if let Some(h) = processed.heap {
@@ -307,7 +616,12 @@ fn record(
             let reason = e.reason();
             *status.errors.entry(reason).or_default() += 1;
             if status.failing_reason != Some(reason) {
-                warn!(target = %label, profile = kind.label(), reason, url = %cfg.profile_url(kind), error = %e, "scrape failed");
+                let what = if kind == ProfileKind::Process {
+                    "process lookup failed".to_owned()
+                } else {
+                    cfg.profile_url(kind).to_string()
+                };
+                warn!(target = %label, profile = kind.label(), reason, url = %what, error = %e, "scrape failed");
             }
             status.failing_reason = Some(reason);
             status.success = Some(false);
@@ -316,7 +630,64 @@ fn record(
             match kind {
                 ProfileKind::Heap => snap.landing.heap.clear(),
                 ProfileKind::Goroutine => snap.landing.stacks.clear(),
+                _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_streak_rises_holds_resets_and_forgets() {
+        let a = StackId(1);
+        let b = StackId(2);
+        let mut g = GrowthTracker::default();
+        let streak = |f: &Family, id: StackId| {
+            f.series
+                .iter()
+                .find(|s| s.labels[1].1 == id.to_string())
+                .map(|s| s.value)
+        };
+        let step = |g: &mut GrowthTracker, ca: i64| {
+            g.update(&[(a, "f".into(), ca), (b, "g".into(), 1)], 10)
+        };
+        assert_eq!(streak(&step(&mut g, 1), a), Some(0.0));
+        assert_eq!(streak(&step(&mut g, 2), a), Some(1.0));
+        assert_eq!(streak(&step(&mut g, 5), a), Some(2.0));
+        assert_eq!(streak(&step(&mut g, 5), a), Some(2.0));
+        let f = step(&mut g, 3);
+        assert_eq!(streak(&f, a), Some(0.0));
+        assert_eq!(streak(&f, b), Some(0.0));
+        // a disappears: forgotten; when it returns it starts over.
+        g.update(&[(b, "g".into(), 1)], 10);
+        assert_eq!(g.last.len(), 1);
+        assert_eq!(streak(&step(&mut g, 9), a), Some(0.0));
+        // The limit keeps the longest streaks.
+        assert_eq!(step(&mut g, 10).series.len(), 2);
+        assert_eq!(
+            g.update(&[(a, "f".into(), 11), (b, "g".into(), 1)], 1)
+                .series
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn urls_and_local_pid_sources() {
+        let url: Url = "http://127.0.0.1:6060/app".parse().unwrap();
+        assert!(matches!(
+            TargetConfig::local_pid_source(&url),
+            Some(PidSource::Port(6060))
+        ));
+        let remote: Url = "http://10.1.2.3:6060".parse().unwrap();
+        assert!(TargetConfig::local_pid_source(&remote).is_none());
+        let localhost: Url = "http://localhost".parse().unwrap();
+        assert!(matches!(
+            TargetConfig::local_pid_source(&localhost),
+            Some(PidSource::Port(80))
+        ));
     }
 }

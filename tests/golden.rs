@@ -25,6 +25,13 @@ fn config(top: usize) -> TargetConfig {
         },
         max_decompressed_bytes: 64 << 20,
         promoted_labels: Vec::new(),
+        promoted_label_names: Vec::new(),
+        leak_interval: None,
+        states_interval: None,
+        states_max: 10_000,
+        memstats_interval: None,
+        process: None,
+        proc_root: "/proc".into(),
     }
 }
 

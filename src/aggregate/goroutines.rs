@@ -181,6 +181,18 @@ pub fn stack_text(frames_leaf_first: &[String], max_len: usize) -> String {
     format!("...;{}", root_first(&frames_leaf_first[..kept]))
 }
 
+/// Longest promoted label value kept, in bytes: label values come from the target's
+/// code and could be request ids; the top-N limit bounds how many, this bounds how big.
+pub const MAX_LABEL_VALUE: usize = 128;
+
+fn bounded_label_value(v: &str) -> String {
+    let mut end = v.len().min(MAX_LABEL_VALUE);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_owned()
+}
+
 /// Groups a goroutine profile by stack. `promote` names goroutine labels whose values
 /// split the groups further (and are reported with them).
 pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
@@ -205,7 +217,7 @@ pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
                     .labels(s)
                     .iter()
                     .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, v)| bounded_label_value(v))
                     .unwrap_or_default()
             })
             .collect();

@@ -159,3 +159,49 @@ pub fn goroutine_families(
         vec![("pprof_goroutines", limited.dropped)],
     )
 }
+
+/// Families of the goroutine-leak profile: goroutines the GC proved can never wake, per
+/// stack with the same function and stack_id rules as `pprof_goroutines`.
+pub fn leaked_families(summary: &GoroutineSummary, limits: &Limits) -> (Vec<Family>, Dropped) {
+    let mut leaked = Family::new(
+        "pprof_goroutines_leaked",
+        Kind::Gauge,
+        "Goroutines the Go >= 1.26 goroutine-leak detector proved can never wake, per stack.",
+    );
+    let mut total = Family::new(
+        "pprof_profile_goroutines_leaked",
+        Kind::Gauge,
+        "All leaked goroutines in the last goroutine-leak profile, unfolded.",
+    );
+    total.push(Vec::new(), summary.total as f64);
+    let items: Vec<(usize, i64)> = summary
+        .stacks
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (i, g.count))
+        .collect();
+    let limited = limit::top_n(items, limits.top);
+    for (i, count) in &limited.kept {
+        let g = &summary.stacks[*i];
+        leaked.push(
+            vec![
+                ("function", g.function.clone()),
+                ("stack_id", g.id.to_string()),
+            ],
+            *count as f64,
+        );
+    }
+    if let Some(other) = limited.other {
+        leaked.push(
+            vec![
+                ("function", OTHER.to_owned()),
+                ("stack_id", OTHER.to_owned()),
+            ],
+            other as f64,
+        );
+    }
+    (
+        vec![leaked, total],
+        vec![("pprof_goroutines_leaked", limited.dropped)],
+    )
+}
