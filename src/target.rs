@@ -515,9 +515,9 @@ async fn scrape_one(
     Ok((processed, size))
 }
 
-/// Per stack, how many consecutive scrapes its goroutine count grew. A scrape with the
-/// same count keeps the streak, a lower count resets it, and a stack that disappears is
-/// forgotten, so memory is bounded by the stacks of the last profile.
+/// Per stack, how many consecutive scrapes its goroutine count grew. Any scrape without
+/// growth resets the streak (a leak that stops ends its streak), and a stack that
+/// disappears is forgotten, so memory is bounded by the stacks of the last profile.
 #[derive(Debug, Default)]
 pub struct GrowthTracker {
     last: HashMap<StackId, (i64, u64)>,
@@ -531,7 +531,6 @@ impl GrowthTracker {
         for (id, _, count) in counts {
             let streak = match self.last.get(id) {
                 Some(&(prev, streak)) if *count > prev => streak + 1,
-                Some(&(prev, streak)) if *count == prev => streak,
                 _ => 0,
             };
             next.insert(*id, (*count, streak));
@@ -546,7 +545,7 @@ impl GrowthTracker {
         let mut family = Family::new(
             "pprof_goroutines_growth_streak",
             Kind::Gauge,
-            "Consecutive scrapes in which this stack's goroutine count grew (an equal count keeps the streak, a drop resets it).",
+            "Consecutive scrapes in which this stack's goroutine count grew; a scrape without growth resets it to 0.",
         );
         for (streak, id, function) in ranked {
             family.push(
@@ -657,7 +656,8 @@ mod tests {
         assert_eq!(streak(&step(&mut g, 1), a), Some(0.0));
         assert_eq!(streak(&step(&mut g, 2), a), Some(1.0));
         assert_eq!(streak(&step(&mut g, 5), a), Some(2.0));
-        assert_eq!(streak(&step(&mut g, 5), a), Some(2.0));
+        assert_eq!(streak(&step(&mut g, 5), a), Some(0.0), "no growth resets");
+        assert_eq!(streak(&step(&mut g, 6), a), Some(1.0));
         let f = step(&mut g, 3);
         assert_eq!(streak(&f, a), Some(0.0));
         assert_eq!(streak(&f, b), Some(0.0));
