@@ -146,18 +146,35 @@ fn faults_are_reported_by_reason_and_healthy_targets_are_unaffected() {
             Some(0.0)
         );
         assert_eq!(
-            m.select("pprof_last_scrape_timestamp_seconds", &[t])
-                .count(),
+            m.select(
+                "pprof_last_scrape_timestamp_seconds",
+                &[t, ("profile", "heap")]
+            )
+            .count(),
             0
         );
         // One log line per profile for the whole failure streak, not one per cycle.
-        let lines = log
+        let mut per_profile: std::collections::BTreeMap<String, usize> = Default::default();
+        for l in log
             .lines()
             .filter(|l| l.contains("scrape failed") && l.contains(&format!("target={url} ")))
-            .count();
-        assert_eq!(
-            lines, 2,
-            "{url}: expected one line per profile, log:\n{log}"
+        {
+            let profile = l
+                .split("profile=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            *per_profile.entry(profile.to_owned()).or_default() += 1;
+        }
+        assert!(
+            per_profile.contains_key("\"heap\"") && per_profile.contains_key("\"goroutine\""),
+            "{url}: {per_profile:?}"
+        );
+        assert!(
+            per_profile.values().all(|&n| n == 1),
+            "{url}: expected one line per profile: {per_profile:?}\n{log}"
         );
     }
     // The healthy target next to them is fully served.
