@@ -195,37 +195,7 @@ fn go127_leaks_states_labels_memstats_and_rss() {
         m.get("pprof_process_id", &[]),
         Some(f64::from(leaky.proc.pid()))
     );
-    promtool_ok(&m.text);
-}
-
-fn promtool_ok(text: &str) {
-    use std::io::Write;
-    let Some(promtool) = require_tool("promtool") else {
-        return;
-    };
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msgs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && msgs.trim().is_empty(),
-        "promtool check metrics: {msgs}"
-    );
+    promtool_check_metrics(&m.text);
 }
 
 #[test]

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use pprof_exporter::aggregate::Limits;
 use pprof_exporter::expose;
@@ -78,35 +75,6 @@ fn check_golden(name: &str, actual: &str) {
     }
 }
 
-fn promtool_clean(text: &str) {
-    let Some(promtool) = require_tool("promtool") else {
-        return;
-    };
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msgs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && msgs.trim().is_empty(),
-        "promtool check metrics: {msgs}"
-    );
-}
-
 #[test]
 fn heap_profiles() {
     for v in ["go1.19", "go1.27"] {
@@ -131,7 +99,7 @@ fn heap_profiles() {
                 .unwrap()
                 > 1e6
         );
-        promtool_clean(&text);
+        promtool_check_metrics(&text);
         check_golden(&format!("heap-{v}"), &text);
     }
 }
@@ -163,7 +131,7 @@ fn goroutine_profiles() {
             m.sum("pprof_goroutines", &[]),
             m.get("pprof_profile_goroutines", &[]).unwrap()
         );
-        promtool_clean(&text);
+        promtool_check_metrics(&text);
         check_golden(&format!("goroutine-{v}"), &text);
     }
 }

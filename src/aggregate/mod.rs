@@ -88,6 +88,18 @@ impl Default for Limits {
 /// How many series a limit folded, per metric name.
 pub type Dropped = Vec<(&'static str, usize)>;
 
+/// The `top` largest stack groups of a summary (as indices into `summary.stacks`) and
+/// the folded remainder.
+fn top_stacks(summary: &GoroutineSummary, top: usize) -> limit::Limited<usize> {
+    let items = summary
+        .stacks
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (i, g.count))
+        .collect();
+    limit::top_n(items, top)
+}
+
 /// Goroutine families for one profile: per stack counts (folded to `limits.top`), the
 /// stack text for each kept id, and whole-profile totals.
 pub fn goroutine_families(
@@ -118,13 +130,7 @@ pub fn goroutine_families(
     total.push(Vec::new(), summary.total as f64);
     stacks.push(Vec::new(), summary.stacks.len() as f64);
 
-    let items: Vec<(usize, i64)> = summary
-        .stacks
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (i, g.count))
-        .collect();
-    let limited = limit::top_n(items, limits.top);
+    let limited = top_stacks(summary, limits.top);
     let mut infos_done = std::collections::HashSet::new();
     for (i, count) in &limited.kept {
         let g = &summary.stacks[*i];
@@ -174,13 +180,7 @@ pub fn leaked_families(summary: &GoroutineSummary, limits: &Limits) -> (Vec<Fami
         "All leaked goroutines in the last goroutine-leak profile, unfolded.",
     );
     total.push(Vec::new(), summary.total as f64);
-    let items: Vec<(usize, i64)> = summary
-        .stacks
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (i, g.count))
-        .collect();
-    let limited = limit::top_n(items, limits.top);
+    let limited = top_stacks(summary, limits.top);
     for (i, count) in &limited.kept {
         let g = &summary.stacks[*i];
         leaked.push(

@@ -303,6 +303,37 @@ pub fn http_get(url: &str) -> (u16, String) {
     }
 }
 
+/// Asserts that `promtool check metrics` accepts `text` without a single complaint.
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let msgs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && msgs.trim().is_empty(),
+        "promtool check metrics: {msgs}"
+    );
+}
+
 /// One sample of the text exposition format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
