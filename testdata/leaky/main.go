@@ -7,7 +7,11 @@
 //     `select {}` (main.selectForever), and labelled workers started under
 //     pprof.Do waiting on a channel that stays reachable (main.labeledWorker);
 //   - optionally a steady goroutine leak (-leak-every) that can be paused by
-//     GET /leak/stop, for growth-trend tests.
+//     GET /leak/stop, for growth-trend tests;
+//   - on request, a churning set of stacks: GET /churn?depths=3,7 replaces the
+//     previous set with one goroutine per depth, parked in main.churnPark under that
+//     many main.churnRecurse frames and labelled churn=<depth>, so each depth is a
+//     distinct stack and a depth left out of the next request is a stack that vanishes.
 //
 // It prints "listening on http://ADDR" once the socket is bound, so callers wait on
 // that line instead of sleeping.
@@ -23,6 +27,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +39,9 @@ var (
 	retainMu  sync.Mutex
 	workQueue = make(chan int) // reachable forever: its waiters are blocked, not leaked
 	leaking   atomic.Bool
+
+	churnMu   sync.Mutex
+	churnStop chan struct{}
 )
 
 //go:noinline
@@ -98,6 +106,42 @@ func steadyLeak(every time.Duration) {
 	}
 }
 
+//go:noinline
+func churnPark(stop <-chan struct{}) {
+	<-stop
+}
+
+//go:noinline
+func churnRecurse(depth int, stop <-chan struct{}) {
+	if depth > 0 {
+		churnRecurse(depth-1, stop)
+		return
+	}
+	churnPark(stop)
+}
+
+// setChurn ends the goroutines of the previous set and starts one per depth; it
+// returns once every new goroutine runs.
+func setChurn(depths []int) {
+	churnMu.Lock()
+	defer churnMu.Unlock()
+	if churnStop != nil {
+		close(churnStop)
+	}
+	stop := make(chan struct{})
+	churnStop = stop
+	var started sync.WaitGroup
+	for _, d := range depths {
+		d := d // one variable per iteration before Go 1.22
+		started.Add(1)
+		go pprof.Do(context.Background(), pprof.Labels("churn", strconv.Itoa(d)), func(context.Context) {
+			started.Done()
+			churnRecurse(d, stop)
+		})
+	}
+	started.Wait()
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	rate := flag.Int("memprofilerate", 4096, "runtime.MemProfileRate (bytes per heap sample)")
@@ -142,6 +186,23 @@ func main() {
 	http.HandleFunc("/leak/start", func(w http.ResponseWriter, r *http.Request) {
 		leaking.Store(true)
 		fmt.Fprintln(w, "started")
+	})
+
+	http.HandleFunc("/churn", func(w http.ResponseWriter, r *http.Request) {
+		var depths []int
+		for _, f := range strings.Split(r.URL.Query().Get("depths"), ",") {
+			if f == "" {
+				continue
+			}
+			d, err := strconv.Atoi(f)
+			if err != nil || d < 0 || d > 1000 {
+				http.Error(w, "depths: comma-separated integers from 0 to 1000", http.StatusBadRequest)
+				return
+			}
+			depths = append(depths, d)
+		}
+		setChurn(depths)
+		fmt.Fprintf(w, "churning %d stacks\n", len(depths))
 	})
 
 	ln, err := net.Listen("tcp", *addr)
