@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 use url::Url;
+
+use crate::scrape::{BasicAuth, HttpSettings, Secret, TlsClientSettings};
 
 /// Exit code for a usage error (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -45,10 +48,46 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DaemonArgs {
     /// Base URL of a Go service serving net/http/pprof; repeat the flag (or separate
-    /// with commas in the environment variable) for several targets.
+    /// with commas in the environment variable) for several targets. Default:
+    /// http://localhost:6060, unless --target.config.file lists targets or only
+    /// --probe.allow is given.
     #[arg(long = "target", env = "PPROF_EXPORTER_TARGET", value_delimiter = ',',
-          default_value = DEFAULT_TARGET, value_parser = parse_target)]
+          value_parser = parse_target)]
     pub targets: Vec<Url>,
+
+    /// YAML file with per-target credentials and TLS settings (bearer_token_file,
+    /// basic_auth, tls_config), more targets, and the settings for /probe targets.
+    #[arg(long = "target.config.file", env = "PPROF_EXPORTER_TARGET_CONFIG_FILE",
+          value_parser = parse_path)]
+    pub target_config_file: Option<PathBuf>,
+
+    /// Fleet mode: a regular expression, matched against the whole `host:port` of a
+    /// /probe?target= request, that admits the target; repeatable. Without it, /probe
+    /// is disabled. Anything not matching gets HTTP 403 before any connection.
+    #[arg(long = "probe.allow", env = "PPROF_EXPORTER_PROBE_ALLOW", value_parser = parse_allow)]
+    pub probe_allow: Vec<AllowPattern>,
+
+    /// How long a probe's result is served again to further probes of the same target
+    /// (so that an HA pair of Prometheus servers costs the target one fetch).
+    #[arg(long = "probe.cache-ttl", env = "PPROF_EXPORTER_PROBE_CACHE_TTL",
+          default_value = "10s", value_parser = parse_duration)]
+    pub probe_cache_ttl: Duration,
+
+    /// Most probe targets remembered at once (for caching and growth streaks); targets
+    /// not probed for 10 minutes are forgotten.
+    #[arg(
+        long = "probe.max-targets",
+        env = "PPROF_EXPORTER_PROBE_MAX_TARGETS",
+        default_value = "1000"
+    )]
+    pub probe_max_targets: NonZeroUsize,
+
+    /// YAML file securing the exporter's own endpoints: tls_server_config (cert_file,
+    /// key_file, client_ca_file, client_auth_type, min_version, max_version) and
+    /// basic_auth_users (user: bcrypt hash), in the Prometheus exporter format.
+    #[arg(long = "web.config.file", env = "PPROF_EXPORTER_WEB_CONFIG_FILE",
+          value_parser = parse_path)]
+    pub web_config_file: Option<PathBuf>,
 
     /// How often each target is scraped.
     #[arg(long = "scrape.interval", env = "PPROF_EXPORTER_SCRAPE_INTERVAL",
@@ -204,6 +243,36 @@ pub struct InspectArgs {
     pub max_decompressed_bytes: u64,
 }
 
+/// A `--probe.allow` pattern, compiled to match a whole `host:port`.
+#[derive(Debug, Clone)]
+pub struct AllowPattern {
+    /// The pattern as given.
+    pub source: String,
+    /// The anchored expression.
+    pub regex: regex_lite::Regex,
+}
+
+impl AllowPattern {
+    /// Whether `host_port` matches the whole pattern.
+    pub fn matches(&self, host_port: &str) -> bool {
+        self.regex.is_match(host_port)
+    }
+}
+
+/// Parses a `--probe.allow` regular expression; it is anchored at both ends, like
+/// Prometheus relabelling regexes.
+pub fn parse_allow(s: &str) -> Result<AllowPattern, String> {
+    if s.is_empty() {
+        return Err("empty --probe.allow pattern".into());
+    }
+    let regex = regex_lite::Regex::new(&format!("^(?:{s})$"))
+        .map_err(|e| format!("invalid --probe.allow pattern {s:?}: {e}"))?;
+    Ok(AllowPattern {
+        source: s.to_owned(),
+        regex,
+    })
+}
+
 /// Reads a file path argument, for flags that name one.
 pub fn parse_path(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
@@ -351,16 +420,149 @@ pub fn parse_prefix(s: &str) -> Result<String, String> {
     })
 }
 
+/// One entry of `targets:` in the target config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetEntry {
+    url: String,
+    #[serde(default)]
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    basic_auth: Option<BasicAuth>,
+    #[serde(default)]
+    tls_config: TlsClientSettings,
+}
+
+/// The `--target.config.file` document.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetFile {
+    #[serde(default)]
+    targets: Vec<TargetEntry>,
+    /// Settings for every /probe target.
+    #[serde(default)]
+    pub probe: HttpSettings,
+}
+
+/// Largest target config file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+impl TargetFile {
+    /// Reads and parses the file (without reading the secrets it names).
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let raw = crate::tls::read_bounded(path, MAX_CONFIG_BYTES)?;
+        Self::parse(&raw).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses the YAML text.
+    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        let file: TargetFile = serde_yaml_ng::from_slice(raw).map_err(|e| e.to_string())?;
+        file.probe.validate().map_err(|e| format!("probe: {e}"))?;
+        Ok(file)
+    }
+}
+
+/// A target to scrape and how to reach it.
+#[derive(Debug, Clone)]
+pub struct ResolvedTarget {
+    /// The URL, without any user info.
+    pub url: Url,
+    /// Credentials and TLS settings.
+    pub http: HttpSettings,
+}
+
+/// Moves `user:password@` out of a target URL into basic-auth settings, so that the
+/// password never reaches the `target` label or a log line.
+pub fn split_userinfo(url: &Url) -> (Url, Option<BasicAuth>) {
+    if url.username().is_empty() && url.password().is_none() {
+        return (url.clone(), None);
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let auth = BasicAuth {
+        username: decode(url.username()),
+        password: url.password().map(|p| Secret(decode(p))),
+        password_file: None,
+    };
+    let mut clean = url.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    (clean, Some(auth))
+}
+
 impl DaemonArgs {
+    /// The targets to scrape: `--target` flags and the config file's `targets:`, with
+    /// their settings; the default target when neither gives one and fleet mode is off.
+    pub fn resolve_targets(&self, file: &TargetFile) -> Result<Vec<ResolvedTarget>, String> {
+        let mut out: Vec<ResolvedTarget> = Vec::new();
+        let push = |out: &mut Vec<ResolvedTarget>, url: Url, http: HttpSettings| {
+            let (url, userinfo) = split_userinfo(&url);
+            let mut http = http;
+            if let Some(auth) = userinfo {
+                if http.basic_auth.is_some() || http.bearer_token_file.is_some() {
+                    return Err(format!(
+                        "target {url}: credentials both in the URL and in the config file"
+                    ));
+                }
+                http.basic_auth = Some(auth);
+            }
+            http.validate().map_err(|e| format!("target {url}: {e}"))?;
+            if out.iter().any(|t| t.url == url) {
+                return Err(format!("target {url} is given twice"));
+            }
+            out.push(ResolvedTarget { url, http });
+            Ok(())
+        };
+        let mut entries: Vec<(Url, HttpSettings)> = Vec::new();
+        for e in &file.targets {
+            let url = parse_target(&e.url)?;
+            let http = HttpSettings {
+                bearer_token_file: e.bearer_token_file.clone(),
+                basic_auth: e.basic_auth.clone(),
+                tls_config: e.tls_config.clone(),
+            };
+            entries.push((split_userinfo(&url).0, http));
+        }
+        let mut flag_urls: Vec<Url> = self.targets.clone();
+        if flag_urls.is_empty() && entries.is_empty() && self.probe_allow.is_empty() {
+            flag_urls.push(parse_target(DEFAULT_TARGET)?);
+        }
+        for url in flag_urls {
+            // A --target that the file also lists takes the file's settings.
+            let clean = split_userinfo(&url).0;
+            let http = match entries.iter().position(|(u, _)| *u == clean) {
+                Some(i) => entries.remove(i).1,
+                None => HttpSettings::default(),
+            };
+            push(&mut out, url, http)?;
+        }
+        for e in &file.targets {
+            let url = parse_target(&e.url)?;
+            let clean = split_userinfo(&url).0;
+            if let Some(i) = entries.iter().position(|(u, _)| *u == clean) {
+                let http = entries.remove(i).1;
+                push(&mut out, url, http)?;
+            }
+        }
+        if (self.pid.is_some() || self.pid_file.is_some()) && out.len() != 1 {
+            return Err("--target.pid and --target.pid-file need exactly one target".into());
+        }
+        Ok(out)
+    }
+
     /// Cross-flag checks that clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
-        if self.targets.is_empty() {
-            return Err("at least one --target is required".into());
-        }
         let mut seen = std::collections::HashSet::new();
         for t in &self.targets {
-            if !seen.insert(t.as_str()) {
-                return Err(format!("--target {t} is given twice"));
+            if !seen.insert(split_userinfo(t).0) {
+                return Err(format!("--target {} is given twice", split_userinfo(t).0));
             }
         }
         if (self.pid.is_some() || self.pid_file.is_some()) && self.targets.len() > 1 {
@@ -448,7 +650,9 @@ mod tests {
     fn defaults_parse_and_validate() {
         let cli = Cli::try_parse_from(["pprof-exporter"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.daemon.targets[0].as_str(), "http://localhost:6060/");
+        let targets = cli.daemon.resolve_targets(&TargetFile::default()).unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].url.as_str(), "http://localhost:6060/");
         assert_eq!(cli.daemon.listen.port(), 10060);
         assert_eq!(cli.daemon.scrape_interval, Duration::from_secs(15));
         cli.daemon.validate().unwrap();

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -27,7 +27,9 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::aggregate::{Family, Kind};
+use crate::probe::{ProbeResponse, Prober};
 use crate::target::TargetSnapshot;
+use crate::web::WebSecurity;
 
 /// Content type of the text exposition format.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -65,38 +67,11 @@ impl Hub {
 
     /// Re-encodes the exposition from the current snapshots.
     pub fn refresh(&self) {
-        let mut families = Families::default();
-        families.push_family(
-            None,
-            &Family {
-                name: "pprof_exporter_build_info",
-                help: "Always 1: the exporter's version.",
-                kind: Kind::Gauge,
-                series: vec![crate::aggregate::Series {
-                    labels: vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
-                    value: 1.0,
-                }],
-            },
-        );
-        for t in &self.targets {
-            let snap = lock(t);
-            for f in self_families(&snap) {
-                families.push_family(Some(&snap.label), &f);
-            }
-            for (_, fams, _) in snap.profiles.values() {
-                for f in fams {
-                    families.push_family(Some(&snap.label), f);
-                }
-            }
-        }
-        let mut buf = Vec::with_capacity(families.estimate);
-        // Encoding into a Vec cannot fail for well-formed families; if it ever did,
-        // keep serving the previous exposition rather than an empty or partial one.
-        match TextEncoder::new().encode(&families.list, &mut buf) {
-            Ok(()) => *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = Bytes::from(buf),
-            Err(e) => {
-                tracing::error!(error = %e, "encoding /metrics failed; serving the previous exposition")
-            }
+        let guards: Vec<_> = self.targets.iter().map(|t| lock(t)).collect();
+        let encoded = encode_snapshots(true, guards.iter().map(|g| &**g));
+        drop(guards);
+        if !encoded.is_empty() {
+            *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = encoded;
         }
     }
 
@@ -151,6 +126,50 @@ impl Hub {
         }
         html.push_str("</body></html>");
         html
+    }
+}
+
+/// Encodes target snapshots (their self-metrics and profile families), and with
+/// `build_info` the exporter's build info, in the text format. Empty only if encoding
+/// failed, which is logged.
+pub fn encode_snapshots<'a>(
+    build_info: bool,
+    snapshots: impl IntoIterator<Item = &'a TargetSnapshot>,
+) -> Bytes {
+    let mut families = Families::default();
+    if build_info {
+        families.push_family(
+            None,
+            &Family {
+                name: "pprof_exporter_build_info",
+                help: "Always 1: the exporter's version.",
+                kind: Kind::Gauge,
+                series: vec![crate::aggregate::Series {
+                    labels: vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+                    value: 1.0,
+                }],
+            },
+        );
+    }
+    for snap in snapshots {
+        for f in self_families(snap) {
+            families.push_family(Some(&snap.label), &f);
+        }
+        for (_, fams, _) in snap.profiles.values() {
+            for f in fams {
+                families.push_family(Some(&snap.label), f);
+            }
+        }
+    }
+    let mut buf = Vec::with_capacity(families.estimate);
+    // Encoding into a Vec cannot fail for well-formed families; if it ever did, the
+    // caller keeps serving the previous exposition rather than a partial one.
+    match TextEncoder::new().encode(&families.list, &mut buf) {
+        Ok(()) => Bytes::from(buf),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics failed");
+            Bytes::new()
+        }
     }
 }
 
@@ -326,36 +345,117 @@ fn response(
     resp
 }
 
+/// Everything the web server needs.
+#[derive(Debug, Clone)]
+pub struct WebContext {
+    /// The daemon targets' exposition.
+    pub hub: Arc<Hub>,
+    /// Fleet mode, when enabled.
+    pub prober: Option<Arc<Prober>>,
+    /// TLS, basic auth and extra headers.
+    pub security: WebSecurity,
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 /// Routes one request.
-pub fn handle(hub: &Hub, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle<B>(ctx: &WebContext, req: &Request<B>) -> Response<Full<Bytes>> {
+    let mut resp = route(ctx, req).await;
+    for (k, v) in &ctx.security.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp
+}
+
+async fn route<B>(ctx: &WebContext, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return response(
             StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
+            PLAIN,
             "method not allowed\n",
         );
     }
-    match req.uri().path() {
-        "/metrics" => response(StatusCode::OK, TEXT_FORMAT, hub.metrics()),
-        "/healthz" => response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return response(StatusCode::OK, PLAIN, "ok\n");
+    }
+    if let Some(users) = &ctx.security.auth {
+        let header = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let users = users.clone();
+        // bcrypt takes tens of milliseconds: keep it off the thread serving requests.
+        let ok = tokio::task::spawn_blocking(move || users.check(header.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut resp = response(StatusCode::UNAUTHORIZED, PLAIN, "unauthorized\n");
+            resp.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"pprof-exporter\""),
+            );
+            return resp;
+        }
+    }
+    match path {
+        "/metrics" => {
+            let body = ctx.hub.metrics();
+            match &ctx.prober {
+                Some(p) if p.enabled() => {
+                    let mut all = Vec::with_capacity(body.len() + 512);
+                    all.extend_from_slice(&body);
+                    all.extend_from_slice(p.self_metrics().as_bytes());
+                    response(StatusCode::OK, TEXT_FORMAT, all)
+                }
+                _ => response(StatusCode::OK, TEXT_FORMAT, body),
+            }
+        }
+        "/probe" => {
+            let Some(prober) = &ctx.prober else {
+                return response(
+                    StatusCode::FORBIDDEN,
+                    PLAIN,
+                    "probing is disabled: start the exporter with --probe.allow\n",
+                );
+            };
+            let scrape_timeout = req
+                .headers()
+                .get("x-prometheus-scrape-timeout-seconds")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v > 0.0 && *v < 86_400.0)
+                .map(Duration::from_secs_f64);
+            match prober.probe(req.uri().query(), scrape_timeout).await {
+                ProbeResponse::Metrics(body) => response(StatusCode::OK, TEXT_FORMAT, body),
+                ProbeResponse::BadRequest(m) => {
+                    response(StatusCode::BAD_REQUEST, PLAIN, format!("{m}\n"))
+                }
+                ProbeResponse::Forbidden(m) => {
+                    response(StatusCode::FORBIDDEN, PLAIN, format!("{m}\n"))
+                }
+                ProbeResponse::Busy(m) => {
+                    response(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{m}\n"))
+                }
+            }
+        }
         "/" => response(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            hub.landing_page(),
+            ctx.hub.landing_page(),
         ),
-        _ => response(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n",
-        ),
+        _ => response(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
     }
 }
+
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` flips, then lets open connections finish for up to
 /// `drain` before returning.
 pub async fn serve(
     listener: TcpListener,
-    hub: Arc<Hub>,
+    ctx: WebContext,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -373,18 +473,45 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let hub = hub.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let resp = handle(&hub, &req);
-            async move { Ok::<_, Infallible>(resp) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let ctx = ctx.clone();
+        // Counted before the handshake, so a shutdown waits for it too.
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let service_ctx = ctx.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ctx = service_ctx.clone();
+                async move { Ok::<_, Infallible>(handle(&ctx, &req).await) }
+            });
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10));
+                b
+            };
+            let result = match &ctx.security.tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });

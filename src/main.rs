@@ -10,11 +10,15 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use pprof_exporter::aggregate::Limits;
-use pprof_exporter::config::{Cli, Command, DaemonArgs, EXIT_USAGE, promoted_label_name};
-use pprof_exporter::expose::{self, Hub};
+use pprof_exporter::config::{
+    Cli, Command, DaemonArgs, EXIT_USAGE, TargetFile, promoted_label_name,
+};
+use pprof_exporter::expose::{self, Hub, WebContext};
+use pprof_exporter::probe::Prober;
 use pprof_exporter::process::PidSource;
 use pprof_exporter::scrape::{FetchConfig, Fetcher};
 use pprof_exporter::target::{self, TargetConfig, TargetSnapshot};
+use pprof_exporter::web::WebSecurity;
 use pprof_exporter::{inspect, telemetry};
 
 /// How long open connections may take to finish after SIGTERM.
@@ -77,6 +81,24 @@ fn run_daemon(args: DaemonArgs) -> ExitCode {
 }
 
 async fn daemon(args: DaemonArgs) -> ExitCode {
+    let target_file = match &args.target_config_file {
+        Some(path) => match TargetFile::load(path) {
+            Ok(f) => f,
+            Err(e) => return usage_error(&e),
+        },
+        None => TargetFile::default(),
+    };
+    let targets = match args.resolve_targets(&target_file) {
+        Ok(t) => t,
+        Err(e) => return usage_error(&e),
+    };
+    let security = match &args.web_config_file {
+        Some(path) => match WebSecurity::load(path) {
+            Ok(s) => s,
+            Err(e) => return usage_error(&e),
+        },
+        None => WebSecurity::default(),
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -84,15 +106,9 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    let fetcher = match Fetcher::new(FetchConfig {
+    let fetch_config = FetchConfig {
         timeout: args.scrape_timeout,
         max_body_bytes: args.max_body_bytes,
-    }) {
-        Ok(f) => f,
-        Err(e) => {
-            error!(error = %e, "cannot build the HTTP client");
-            return ExitCode::FAILURE;
-        }
     };
     let promoted_label_names: Vec<&'static str> = args
         .goroutine_labels
@@ -101,35 +117,63 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
         // start-up, and there are only as many as flags given.
         .map(|k| &*Box::leak(promoted_label_name(k).into_boxed_str()))
         .collect();
-    let configs: Vec<Arc<TargetConfig>> = args
-        .targets
-        .iter()
-        .map(|url| {
-            Arc::new(TargetConfig {
-                url: url.clone(),
-                path_prefix: args.path_prefix.clone(),
-                heap_gc: args.heap_gc,
-                interval: args.scrape_interval,
-                limits: Limits {
-                    top: args.top.get(),
-                    stack_text: args.stack_text_bytes.get(),
-                },
-                max_decompressed_bytes: args.max_decompressed_bytes,
-                promoted_labels: args.goroutine_labels.clone(),
-                promoted_label_names: promoted_label_names.clone(),
-                leak_interval: args.leak_interval.0,
-                states_interval: args.states_interval.0,
-                states_max: args.states_max,
-                memstats_interval: args.memstats_interval.0,
-                process: match (&args.pid, &args.pid_file) {
-                    (Some(pid), _) => Some(PidSource::Pid(*pid)),
-                    (None, Some(path)) => Some(PidSource::PidFile(path.clone())),
-                    (None, None) => TargetConfig::local_pid_source(url),
-                },
-                proc_root: args.proc_root.clone(),
-            })
-        })
-        .collect();
+    let target_config = |url: &url::Url| TargetConfig {
+        url: url.clone(),
+        path_prefix: args.path_prefix.clone(),
+        heap_gc: args.heap_gc,
+        interval: args.scrape_interval,
+        limits: Limits {
+            top: args.top.get(),
+            stack_text: args.stack_text_bytes.get(),
+        },
+        max_decompressed_bytes: args.max_decompressed_bytes,
+        promoted_labels: args.goroutine_labels.clone(),
+        promoted_label_names: promoted_label_names.clone(),
+        leak_interval: args.leak_interval.0,
+        states_interval: args.states_interval.0,
+        states_max: args.states_max,
+        memstats_interval: args.memstats_interval.0,
+        process: match (&args.pid, &args.pid_file) {
+            (Some(pid), _) => Some(PidSource::Pid(*pid)),
+            (None, Some(path)) => Some(PidSource::PidFile(path.clone())),
+            (None, None) => TargetConfig::local_pid_source(url),
+        },
+        proc_root: args.proc_root.clone(),
+    };
+    let mut configs: Vec<Arc<TargetConfig>> = Vec::new();
+    let mut fetchers: Vec<Fetcher> = Vec::new();
+    for t in &targets {
+        match Fetcher::with_settings(fetch_config.clone(), t.http.clone()) {
+            Ok(f) => fetchers.push(f),
+            Err(e) => {
+                error!(target = %t.url, error = %e, "cannot build the HTTP client");
+                return ExitCode::from(EXIT_USAGE as u8);
+            }
+        }
+        configs.push(Arc::new(target_config(&t.url)));
+    }
+    let prober = if args.probe_allow.is_empty() {
+        None
+    } else {
+        let fetcher = match Fetcher::with_settings(fetch_config.clone(), target_file.probe.clone())
+        {
+            Ok(f) => f,
+            Err(e) => {
+                error!(error = %e, "cannot build the HTTP client for probes");
+                return ExitCode::from(EXIT_USAGE as u8);
+            }
+        };
+        let template = target_config(&url::Url::parse("http://probe.invalid").expect("static URL"));
+        let allow: Vec<&str> = args.probe_allow.iter().map(|a| a.source.as_str()).collect();
+        info!(allow = ?allow, cache_ttl = ?args.probe_cache_ttl, "fleet mode: /probe enabled");
+        Some(Arc::new(Prober::new(
+            args.probe_allow.clone(),
+            template,
+            fetcher,
+            args.probe_cache_ttl,
+            args.probe_max_targets.get(),
+        )))
+    };
     let snapshots: Vec<Arc<Mutex<TargetSnapshot>>> = configs
         .iter()
         .map(|c| Arc::new(Mutex::new(TargetSnapshot::new(c.label(), &c.kinds()))))
@@ -138,12 +182,12 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut tasks = Vec::new();
-    for (cfg, snap) in configs.into_iter().zip(snapshots) {
+    for ((cfg, snap), fetcher) in configs.into_iter().zip(snapshots).zip(fetchers) {
         let profiles: Vec<&str> = cfg.kinds().iter().map(|k| k.label()).collect();
         info!(target = %cfg.label(), interval = ?cfg.interval, profiles = ?profiles, "scraping");
         tasks.push(tokio::spawn(target::run(
             cfg,
-            fetcher.clone(),
+            fetcher,
             snap,
             hub.clone(),
             stop_rx.clone(),
@@ -152,8 +196,13 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
     let address = listener
         .local_addr()
         .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
-    info!(address = %address, "serving");
-    let server = tokio::spawn(expose::serve(listener, hub, stop_rx, DRAIN));
+    info!(address = %address, tls = security.tls.is_some(), basic_auth = security.auth.is_some(), "serving");
+    let ctx = WebContext {
+        hub,
+        prober,
+        security,
+    };
+    let server = tokio::spawn(expose::serve(listener, ctx, stop_rx, DRAIN));
 
     wait_for_signal().await;
     info!("shutting down");

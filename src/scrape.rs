@@ -1,17 +1,27 @@
 //! Scrape stage: bounded HTTP fetches of profiles from a target.
 //!
-//! One [`Fetcher`] per exporter; the per-target loop calls it for one profile at a time,
+//! One [`Fetcher`] per target; the per-target loop calls it for one profile at a time,
 //! so a target never sees two concurrent requests from us. Every fetch is bounded in
 //! time (the whole request, body included) and in bytes (checked against
 //! `Content-Length` up front and again while streaming). Redirects are followed only
 //! within the same host and port, at most three times.
+//!
+//! Targets may need credentials ([`HttpSettings`]): a bearer token or basic-auth
+//! password read from a file at every fetch (so rotated secrets are picked up), a custom
+//! CA, a client certificate, or no certificate check at all. Credentials never appear in
+//! logs, errors or `Debug` output.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::redirect;
+use serde::Deserialize;
 use thiserror::Error;
 use url::Url;
+
+use crate::tls;
 
 /// Why a fetch failed; [`FetchError::reason`] is the `reason` label of
 /// `pprof_scrape_errors_total`.
@@ -43,6 +53,9 @@ pub enum FetchError {
     /// A redirect went to another host, or looped.
     #[error("redirect refused: {0}")]
     Redirect(String),
+    /// A credential file could not be read.
+    #[error("credentials: {0}")]
+    Credentials(String),
 }
 
 impl FetchError {
@@ -54,6 +67,7 @@ impl FetchError {
             FetchError::HttpStatus { .. } | FetchError::Redirect(_) => "http_status",
             FetchError::TooLarge { .. } => "too_large",
             FetchError::Body(_) => "connect",
+            FetchError::Credentials(_) => "credentials",
         }
     }
 }
@@ -67,11 +81,130 @@ pub struct FetchConfig {
     pub max_body_bytes: u64,
 }
 
-/// A reusable HTTP client with the exporter's bounds.
+/// A password given inline; shown as `<secret>` by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// Basic authentication towards a target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password given inline (prefer `password_file`).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File holding the password, re-read at every fetch.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// TLS settings towards a target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientSettings {
+    /// PEM CA bundle that replaces the system roots for this target.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for testing: it defeats TLS.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// How to reach one target: credentials and TLS. The field names follow Prometheus's
+/// own scrape configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// File holding a bearer token, re-read at every fetch.
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic authentication.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// TLS settings for https targets.
+    #[serde(default)]
+    pub tls_config: TlsClientSettings,
+}
+
+impl HttpSettings {
+    /// Checks the settings without reading secrets: exclusive options, pairs that
+    /// belong together, and that named PEM files parse (a broken CA file should stop
+    /// the exporter at start-up, not fail every scrape).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bearer_token_file.is_some() && self.basic_auth.is_some() {
+            return Err("bearer_token_file and basic_auth are mutually exclusive".into());
+        }
+        if let Some(b) = &self.basic_auth {
+            if b.username.is_empty() {
+                return Err("basic_auth needs a username".into());
+            }
+            if b.password.is_some() && b.password_file.is_some() {
+                return Err("basic_auth: password and password_file are mutually exclusive".into());
+            }
+        }
+        let t = &self.tls_config;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return Err("tls_config: cert_file and key_file go together".into());
+        }
+        if let Some(ca) = &t.ca_file {
+            tls::read_certs(ca)?;
+        }
+        if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
+            tls::read_certs(c)?;
+            tls::read_key(k)?;
+        }
+        Ok(())
+    }
+
+    /// The `Authorization` header value, read from the files now; None without
+    /// credentials.
+    fn authorization(&self) -> Result<Option<HeaderValue>, FetchError> {
+        let value = if let Some(path) = &self.bearer_token_file {
+            let token = tls::read_secret(path).map_err(FetchError::Credentials)?;
+            format!("Bearer {token}")
+        } else if let Some(b) = &self.basic_auth {
+            use base64::Engine as _;
+            let password = match (&b.password, &b.password_file) {
+                (_, Some(path)) => tls::read_secret(path).map_err(FetchError::Credentials)?,
+                (Some(p), None) => p.0.clone(),
+                (None, None) => String::new(),
+            };
+            let raw = format!("{}:{password}", b.username);
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        } else {
+            return Ok(None);
+        };
+        let mut header = HeaderValue::from_str(&value).map_err(|_| {
+            FetchError::Credentials("credential contains characters not allowed in a header".into())
+        })?;
+        header.set_sensitive(true);
+        Ok(Some(header))
+    }
+}
+
+/// A reusable HTTP client with the exporter's bounds and one target's settings.
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
     config: FetchConfig,
+    settings: std::sync::Arc<HttpSettings>,
 }
 
 /// Follows at most three redirects, and only to the same scheme, host and port: a
@@ -97,9 +230,35 @@ fn same_host_policy() -> redirect::Policy {
 }
 
 impl Fetcher {
-    /// Builds a client. Fails only if the TLS/HTTP stack cannot initialise.
+    /// Builds a client without credentials or TLS settings.
     pub fn new(config: FetchConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        Self::with_settings(config, HttpSettings::default())
+    }
+
+    /// Builds a client for targets reached with `settings`. Fails if a PEM file cannot
+    /// be read or the TLS stack refuses it.
+    pub fn with_settings(config: FetchConfig, settings: HttpSettings) -> Result<Self, String> {
+        tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder();
+        let t = &settings.tls_config;
+        if let Some(ca) = &t.ca_file {
+            let pem = tls::read_bounded(ca, tls::MAX_PEM_BYTES)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+            let mut pem = tls::read_bounded(cert, tls::MAX_PEM_BYTES)?;
+            pem.push(b'\n');
+            pem.extend(tls::read_bounded(key, tls::MAX_PEM_BYTES)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
+            builder = builder.identity(identity);
+        }
+        if t.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let client = builder
             .user_agent(concat!("pprof-exporter/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -108,8 +267,12 @@ impl Fetcher {
             .pool_idle_timeout(Duration::from_secs(90))
             .no_proxy()
             .build()
-            .map_err(|e| format!("building HTTP client: {e}"))?;
-        Ok(Self { client, config })
+            .map_err(|e| format!("building HTTP client: {}", error_chain(&e)))?;
+        Ok(Self {
+            client,
+            config,
+            settings: std::sync::Arc::new(settings),
+        })
     }
 
     /// The limits this fetcher applies.
@@ -119,24 +282,46 @@ impl Fetcher {
 
     /// GETs `url` and returns the body, bounded in time and size.
     pub async fn get(&self, url: &Url) -> Result<Bytes, FetchError> {
-        let timeout = self.config.timeout;
+        self.get_before(url, None).await
+    }
+
+    /// Like [`Fetcher::get`], but also done by `deadline` if one is given (a probe must
+    /// answer within the caller's own scrape timeout).
+    pub async fn get_before(
+        &self,
+        url: &Url,
+        deadline: Option<Instant>,
+    ) -> Result<Bytes, FetchError> {
+        let mut timeout = self.config.timeout;
+        if let Some(d) = deadline {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        if timeout.is_zero() {
+            return Err(FetchError::Timeout(timeout));
+        }
         // reqwest's own timeout covers the body too; this outer one is a backstop that
         // also bounds anything reqwest does not count (e.g. a stalled redirect chain).
-        match tokio::time::timeout(timeout + Duration::from_millis(250), self.get_inner(url)).await
+        match tokio::time::timeout(
+            timeout + Duration::from_millis(250),
+            self.get_inner(url, timeout),
+        )
+        .await
         {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(timeout)),
         }
     }
 
-    async fn get_inner(&self, url: &Url) -> Result<Bytes, FetchError> {
+    async fn get_inner(&self, url: &Url, timeout: Duration) -> Result<Bytes, FetchError> {
         let limit = self.config.max_body_bytes;
-        let mut resp = self
-            .client
-            .get(url.clone())
+        let mut request = self.client.get(url.clone()).timeout(timeout);
+        if let Some(auth) = self.settings.authorization()? {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let mut resp = request
             .send()
             .await
-            .map_err(|e| self.classify(&e))?;
+            .map_err(|e| self.classify(&e, timeout))?;
         let status = resp.status();
         if !status.is_success() {
             let mut message = String::new();
@@ -156,7 +341,7 @@ impl Fetcher {
         }
         let mut body =
             BytesMut::with_capacity(resp.content_length().unwrap_or(64 << 10).min(limit) as usize);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(&e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(&e, timeout))? {
             if body.len() as u64 + chunk.len() as u64 > limit {
                 return Err(FetchError::TooLarge { limit });
             }
@@ -165,9 +350,9 @@ impl Fetcher {
         Ok(body.freeze())
     }
 
-    fn classify(&self, e: &reqwest::Error) -> FetchError {
+    fn classify(&self, e: &reqwest::Error, timeout: Duration) -> FetchError {
         if e.is_timeout() {
-            FetchError::Timeout(self.config.timeout)
+            FetchError::Timeout(timeout)
         } else if e.is_connect() {
             FetchError::Connect(error_chain(e))
         } else if e.is_redirect() {

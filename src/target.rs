@@ -93,7 +93,14 @@ impl ProfileKind {
 
 /// Every failure reason of a pprof fetch, so that error counters exist (at 0) before
 /// the first failure and `increase()` sees the first one.
-pub const REASONS: [&str; 5] = ["connect", "timeout", "http_status", "too_large", "decode"];
+pub const REASONS: [&str; 6] = [
+    "connect",
+    "timeout",
+    "http_status",
+    "too_large",
+    "decode",
+    "credentials",
+];
 
 /// Failure reasons of the process lookup.
 pub const PROCESS_REASONS: [&str; 5] = ["not_found", "not_visible", "permission", "pid_file", "io"];
@@ -396,42 +403,66 @@ enum Outcome {
     Skipped(&'static str),
 }
 
-/// Runs one target until `shutdown` changes.
-pub async fn run(
+/// The scrape state of one target that outlives a cycle: when each profile is due,
+/// the process watcher, growth streaks and the last goroutine count.
+pub struct TargetState {
     cfg: Arc<TargetConfig>,
     fetcher: Fetcher,
-    snapshot: Arc<Mutex<TargetSnapshot>>,
-    hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let kinds = cfg.kinds();
-    let mut next_due: HashMap<ProfileKind, Instant> = HashMap::new();
-    let mut watcher = cfg
-        .process
-        .clone()
-        .map(|source| ProcessWatcher::new(cfg.proc_root.clone(), source));
-    let mut growth = GrowthTracker::default();
-    let mut goroutine_total: Option<i64> = None;
-    let mut ticker = tokio::time::interval(cfg.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+    next_due: HashMap<ProfileKind, Instant>,
+    watcher: Option<ProcessWatcher>,
+    growth: GrowthTracker,
+    goroutine_total: Option<i64>,
+}
+
+impl TargetState {
+    /// Fresh state: every profile is due.
+    pub fn new(cfg: Arc<TargetConfig>, fetcher: Fetcher) -> Self {
+        let watcher = cfg
+            .process
+            .clone()
+            .map(|source| ProcessWatcher::new(cfg.proc_root.clone(), source));
+        Self {
+            cfg,
+            fetcher,
+            next_due: HashMap::new(),
+            watcher,
+            growth: GrowthTracker::default(),
+            goroutine_total: None,
         }
-        for &kind in &kinds {
+    }
+
+    /// The target's configuration.
+    pub fn config(&self) -> &Arc<TargetConfig> {
+        &self.cfg
+    }
+
+    /// Collects every profile that is due, one after another, recording each into
+    /// `snapshot` and calling `after` once per profile. Fetches end by `deadline` when
+    /// one is given. Returns early (false) when `stop` says so.
+    pub async fn cycle(
+        &mut self,
+        snapshot: &Mutex<TargetSnapshot>,
+        deadline: Option<Instant>,
+        mut after: impl FnMut(),
+        stop: Option<&watch::Receiver<bool>>,
+    ) -> bool {
+        let cfg = self.cfg.clone();
+        for kind in cfg.kinds() {
             let now = Instant::now();
-            if next_due.get(&kind).is_some_and(|due| now < *due) {
+            if self.next_due.get(&kind).is_some_and(|due| now < *due) {
                 continue;
             }
             let interval = cfg.interval_of(kind).unwrap_or(cfg.interval);
             // Slightly early is due: ticks jitter, and waiting a whole extra cycle for a
             // few milliseconds would stretch every interval.
-            next_due.insert(kind, now + interval.saturating_sub(cfg.interval / 4));
+            self.next_due
+                .insert(kind, now + interval.saturating_sub(cfg.interval / 4));
             let started = Instant::now();
             let outcome = match kind {
                 ProfileKind::Process => {
-                    let Some(w) = watcher.take() else { continue };
+                    let Some(w) = self.watcher.take() else {
+                        continue;
+                    };
                     let (w, result) = match tokio::task::spawn_blocking(move || {
                         let mut w = w;
                         let r = w.sample();
@@ -442,7 +473,7 @@ pub async fn run(
                         Ok(x) => x,
                         Err(_) => continue,
                     };
-                    watcher = Some(w);
+                    self.watcher = Some(w);
                     Outcome::Done(
                         result
                             .map(|stats| {
@@ -458,15 +489,17 @@ pub async fn run(
                     )
                 }
                 ProfileKind::GoroutineStates
-                    if goroutine_total.is_none_or(|n| n > cfg.states_max as i64) =>
+                    if self
+                        .goroutine_total
+                        .is_none_or(|n| n > cfg.states_max as i64) =>
                 {
                     Outcome::Skipped("too_many_goroutines")
                 }
-                _ => match scrape_one(&cfg, &fetcher, kind).await {
+                _ => match scrape_one(&cfg, &self.fetcher, kind, deadline).await {
                     Err(ScrapeError::Fetch(FetchError::HttpStatus { status: 404, .. }))
                         if kind == ProfileKind::GoroutineLeak =>
                     {
-                        next_due.insert(kind, now + LEAK_RECHECK);
+                        self.next_due.insert(kind, now + LEAK_RECHECK);
                         Outcome::Unsupported
                     }
                     other => Outcome::Done(other),
@@ -475,28 +508,56 @@ pub async fn run(
             let outcome = match outcome {
                 Outcome::Done(Ok((mut processed, size))) => {
                     if let Some(total) = processed.goroutine_total {
-                        goroutine_total = Some(total);
+                        self.goroutine_total = Some(total);
                     }
                     if let Some(counts) = processed.stack_counts.take() {
                         processed
                             .families
-                            .push(growth.update(&counts, cfg.limits.top));
+                            .push(self.growth.update(&counts, cfg.limits.top));
                     }
                     Outcome::Done(Ok((processed, size)))
                 }
                 Outcome::Done(Err(e)) => {
                     if kind == ProfileKind::Goroutine {
-                        goroutine_total = None;
+                        self.goroutine_total = None;
                     }
                     Outcome::Done(Err(e))
                 }
                 other => other,
             };
-            record(&cfg, &snapshot, kind, outcome, started.elapsed());
-            hub.refresh();
-            if *shutdown.borrow() {
-                return;
+            record(&cfg, snapshot, kind, outcome, started.elapsed());
+            after();
+            if stop.is_some_and(|s| *s.borrow()) {
+                return false;
             }
+        }
+        true
+    }
+}
+
+/// Runs one target until `shutdown` changes.
+pub async fn run(
+    cfg: Arc<TargetConfig>,
+    fetcher: Fetcher,
+    snapshot: Arc<Mutex<TargetSnapshot>>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = cfg.interval;
+    let mut state = TargetState::new(cfg, fetcher);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let stop = shutdown.clone();
+        if !state
+            .cycle(&snapshot, None, || hub.refresh(), Some(&stop))
+            .await
+        {
+            return;
         }
     }
 }
@@ -505,8 +566,9 @@ async fn scrape_one(
     cfg: &Arc<TargetConfig>,
     fetcher: &Fetcher,
     kind: ProfileKind,
+    deadline: Option<Instant>,
 ) -> Result<(Processed, u64), ScrapeError> {
-    let body = fetcher.get(&cfg.profile_url(kind)).await?;
+    let body = fetcher.get_before(&cfg.profile_url(kind), deadline).await?;
     let size = body.len() as u64;
     let cfg2 = cfg.clone();
     let processed = tokio::task::spawn_blocking(move || process(kind, &body, &cfg2))
