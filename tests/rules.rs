@@ -7,11 +7,13 @@
 //! exported metric with the recording rules loaded. The dashboard JSON is also linted
 //! here: descriptions, units, legends, data sources, template variables and selectors.
 //!
-//! [`panel_queries`] gives every panel query with Grafana's variables replaced, ready to
-//! send to a real Prometheus.
+//! The dashboard is read through `tests/dashboard/mod.rs`, which `tests/dashboard_live.rs`
+//! shares to run the same queries against a real Prometheus.
 
 mod common;
+mod dashboard;
 use common::*;
+use dashboard::*;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const DASHBOARD: &str = "dashboards/pprof-exporter.json";
 const RULES: &str = "deploy/prometheus/rules.yml";
 const RULES_TEST: &str = "deploy/prometheus/rules_test.yml";
 const CONFIG_STATIC: &str = "deploy/prometheus/prometheus.yml";
@@ -31,6 +32,12 @@ const DATASOURCE: &str = "${datasource}";
 
 /// Query variables: every selector of every panel query filters on each of them.
 const QUERY_VARIABLES: [&str; 4] = ["namespace", "pod", "container", "target"];
+
+/// Exported metrics without a `target` label: one series per exporter process, not per
+/// target. A `target=~"$target"` matcher on them would drop them as soon as a target is
+/// chosen, so selectors filter them on the other variables only and reach the chosen
+/// targets through a join.
+const WITHOUT_TARGET_LABEL: [&str; 1] = ["pprof_exporter_build_info"];
 
 /// Rows the dashboard must have.
 const ROWS: [&str; 5] = [
@@ -117,12 +124,12 @@ const EXPORTED: &[(&str, &str, &str)] = &[
     // Two series of one stack that differ by a promoted pprof.Do label.
     (
         "pprof_goroutines",
-        r#"function="main.serve",stack_id="aa",tenant="a""#,
+        r#"function="main.serve",stack_id="aa",label_tenant="a""#,
         "70x40",
     ),
     (
         "pprof_goroutines",
-        r#"function="main.serve",stack_id="aa",tenant="b""#,
+        r#"function="main.serve",stack_id="aa",label_tenant="b""#,
         "30x40",
     ),
     (
@@ -200,14 +207,18 @@ const SYNTHETIC_TARGETS: [&str; 3] = [
     r#"job="pprof-exporter",instance="localhost:10060",target="http://localhost:6060""#,
 ];
 
+/// `identity` (a label list) without its `target="..."` pair.
+fn identity_without_target(identity: &str) -> String {
+    identity
+        .split(',')
+        .filter(|pair| !pair.starts_with("target="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn read(rel: &str) -> String {
     let path = root().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn dashboard() -> Value {
-    serde_json::from_str(&read(DASHBOARD))
-        .unwrap_or_else(|e| panic!("{DASHBOARD} is not valid JSON: {e}"))
 }
 
 /// A fresh scratch directory for one test.
@@ -253,90 +264,6 @@ fn promtool(args: &[&str]) -> Option<(bool, String)> {
         String::from_utf8_lossy(&out.stderr)
     );
     Some((out.status.success(), text))
-}
-
-/// Every panel of the dashboard, rows included, and the panels nested in collapsed rows.
-fn panels(dashboard: &Value) -> Vec<&Value> {
-    let mut all = Vec::new();
-    for p in dashboard["panels"]
-        .as_array()
-        .expect("dashboard has panels")
-    {
-        all.push(p);
-        if let Some(nested) = p["panels"].as_array() {
-            all.extend(nested);
-        }
-    }
-    all
-}
-
-/// Replaces Grafana's variables in a query so that Prometheus can run it:
-/// `$__rate_interval` and `$__interval` become `1m`, `$__range` becomes `1h`, and every
-/// dashboard variable (`$name` or `${name}`) becomes `.*`, which is what "All" sends.
-/// The dashboard only uses variables inside `=~` matchers, where `.*` matches anything,
-/// an absent label included.
-fn substitute_variables(expr: &str) -> String {
-    let mut out = String::with_capacity(expr.len());
-    let mut rest = expr;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let (name, len) = if let Some(braced) = after.strip_prefix('{') {
-            let end = braced
-                .find('}')
-                .unwrap_or_else(|| panic!("unclosed ${{ in {expr:?}"));
-            let name = braced[..end].split(':').next().unwrap_or_default();
-            (name, end + 2)
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], end)
-        };
-        match name {
-            "" => out.push('$'),
-            "__rate_interval" | "__interval" => out.push_str("1m"),
-            "__range" => out.push_str("1h"),
-            n if n.starts_with("__") => panic!("unexpected Grafana variable ${n} in {expr:?}"),
-            _ => out.push_str(".*"),
-        }
-        rest = &after[len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Every query of every panel of `dashboard` (the parsed dashboard JSON), as
-/// (panel title, PromQL expression) with Grafana's variables replaced by
-/// [`substitute_variables`]: `$__rate_interval` by `1m`, each template variable by `.*`.
-///
-/// The expressions can be sent as they are to a Prometheus that scrapes the exporter and
-/// has `deploy/prometheus/rules.yml` loaded, e.g. to `/api/v1/query` to check that every
-/// panel returns data. Rows are skipped; panels inside collapsed rows are included. The
-/// annotation query is not a panel query and is not returned. Needs only serde_json and
-/// the helpers [`raw_queries`], [`panels`] and [`substitute_variables`].
-fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
-    raw_queries(dashboard)
-        .into_iter()
-        .map(|(title, expr)| (title, substitute_variables(&expr)))
-        .collect()
-}
-
-/// Like [`panel_queries`], without substitution.
-fn raw_queries(dashboard: &Value) -> Vec<(String, String)> {
-    let mut queries = Vec::new();
-    for p in panels(dashboard) {
-        if p["type"] == "row" {
-            continue;
-        }
-        let title = p["title"].as_str().unwrap_or_default().to_owned();
-        for t in p["targets"].as_array().into_iter().flatten() {
-            if let Some(expr) = t["expr"].as_str() {
-                queries.push((title.clone(), expr.to_owned()));
-            }
-        }
-    }
-    queries
 }
 
 /// Names recorded by rules.yml (`- record: NAME`), in file order.
@@ -448,7 +375,16 @@ fn selector_problems(expr: &str) -> Vec<String> {
                 continue;
             };
             let selector = &body[..close];
+            let per_exporter = WITHOUT_TARGET_LABEL.contains(&word);
+            if per_exporter && selector.contains("target=~") {
+                problems.push(format!(
+                    "{word} has no target label, so {word}{{{selector}}} matches nothing once a target is chosen"
+                ));
+            }
             for var in QUERY_VARIABLES {
+                if per_exporter && var == "target" {
+                    continue;
+                }
                 if !selector.contains(&format!("{var}=~\"${var}\"")) {
                     problems.push(format!(
                         "{word}{{{selector}}} does not filter on {var}=~\"${var}\""
@@ -498,6 +434,33 @@ fn substitution_replaces_grafana_variables() {
         substitute_variables(r#"x{a=~"${a:regex}",b=~"end$"}[$__range]"#),
         r#"x{a=~".*",b=~"end$"}[1h]"#
     );
+    let chosen = substitute(
+        r#"rate(x{target=~"$target"}[$__rate_interval]) / $__interval"#,
+        Durations {
+            rate_interval: "10s",
+            interval: "2s",
+            range: "5m",
+        },
+        |name| {
+            assert_eq!(name, "target");
+            grafana_regex(&["http://127.0.0.1:6060".to_owned(), "a|b".to_owned()])
+        },
+    );
+    assert_eq!(
+        chosen,
+        r#"rate(x{target=~"(http://127\\.0\\.0\\.1:6060|a\\|b)"}[10s]) / 2s"#
+    );
+}
+
+#[test]
+fn query_variables_are_read_in_order() {
+    let vars = query_variables(&dashboard());
+    let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, QUERY_VARIABLES);
+    for v in &vars {
+        assert!(v.selector.starts_with("pprof_up"), "{v:?}");
+        assert_eq!(v.label, v.name, "{v:?}");
+    }
 }
 
 #[test]
@@ -510,6 +473,13 @@ fn selector_lint_catches_bad_queries() {
     );
     assert!(!selector_problems(&good.replace(r#"pod=~"$pod""#, r#"pod="$pod""#)).is_empty());
     assert!(!selector_problems(&good.replace(r#", container=~"$container""#, "")).is_empty());
+    // Per-exporter metrics have no target label: filtering them on it is the bug.
+    let info = r#"pprof_exporter_build_info{namespace=~"$namespace", pod=~"$pod", container=~"$container"}"#;
+    assert_eq!(selector_problems(info), Vec::<String>::new());
+    assert!(
+        !selector_problems(&info.replace('}', r#", target=~"$target"}"#)).is_empty(),
+        "a target matcher on a metric without target"
+    );
     // A label value that merely mentions a metric name is not a metric.
     assert_eq!(
         selector_problems(&good.replace("pprof_up{", r#"pprof_up{metric="pprof_goroutines", "#)),
@@ -899,13 +869,31 @@ fn dashboard_queries_parse() {
 
 /// Evaluates every panel query with promtool's rule tests: synthetic series for every
 /// exported metric on three targets (two pods sharing a target URL, one without
-/// Kubernetes labels), rules.yml loaded, each query recorded, and each recorded series
-/// required to exist. Catches joins that match many-to-many, wrong label names and
+/// Kubernetes labels), rules.yml loaded, each query recorded (with "All" and with one
+/// pod chosen), and each recorded series required to exist. Catches joins that match many-to-many, wrong label names and
 /// selectors that match nothing.
 #[test]
 fn dashboard_queries_return_data() {
     let d = dashboard();
-    let queries = panel_queries(&d);
+    // Every query twice: all variables on "All", and one pod chosen, as Grafana
+    // interpolates a selected value (regex-escaped).
+    let mut queries: Vec<(String, String)> = panel_queries(&d)
+        .into_iter()
+        .map(|(title, expr)| (format!("{title} (All)"), expr))
+        .collect();
+    for (title, expr) in raw_queries(&d) {
+        let one = substitute(&expr, PROMTOOL_DURATIONS, |name| {
+            let value = match name {
+                "namespace" => "shop",
+                "pod" => "cart-0",
+                "container" => "pprof-exporter",
+                "target" => "http://localhost:6060",
+                other => panic!("{title}: unknown variable {other}"),
+            };
+            grafana_regex(&[value.to_owned()])
+        });
+        queries.push((format!("{title} (pod cart-0)"), one));
+    }
     let dir = scratch("evaluate");
 
     write_queries_as_rules(&dir, &queries);
@@ -916,6 +904,11 @@ fn dashboard_queries_return_data() {
     );
     for identity in SYNTHETIC_TARGETS {
         for (name, labels, values) in EXPORTED {
+            let identity = if WITHOUT_TARGET_LABEL.contains(name) {
+                identity_without_target(identity)
+            } else {
+                identity.to_owned()
+            };
             let sep = if labels.is_empty() { "" } else { "," };
             let series = format!("{name}{{{identity}{sep}{labels}}}");
             test.push_str(&format!(
