@@ -163,8 +163,6 @@ fn server_config(c: &TlsServerConfig) -> Result<Arc<rustls::ServerConfig>, Strin
     if versions.is_empty() {
         return Err("tls_server_config: min_version is above max_version".into());
     }
-    let certs = tls::read_certs(&c.cert_file)?;
-    let key = tls::read_key(&c.key_file)?;
     let auth_type = c
         .client_auth_type
         .as_deref()
@@ -206,6 +204,8 @@ fn server_config(c: &TlsServerConfig) -> Result<Arc<rustls::ServerConfig>, Strin
         }
         (other, _) => return Err(format!("unknown client_auth_type {other:?}")),
     };
+    let certs = tls::read_certs(&c.cert_file)?;
+    let key = tls::read_key(&c.key_file)?;
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("{}: {e}", c.cert_file.display()))?;

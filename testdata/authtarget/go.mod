@@ -1,0 +1,3 @@
+module authtarget
+
+go 1.19
