@@ -5,7 +5,8 @@
 //!
 //! Through Prometheus's HTTP API the test then requires, at one evaluation time:
 //! - every query of every dashboard panel to return data, once with every variable on
-//!   "All" and once with the values the dashboard's own variable queries offer;
+//!   "All" and once with the values the dashboard's own variable queries offer, and the
+//!   alert annotation's query to find the alerts the leak raises;
 //! - every rule group of rules.yml loaded, every rule evaluated with health "ok" and no
 //!   error, and every recording rule to produce series;
 //! - the alerts that the leak must trigger (leaked goroutines, a stack that grows at
@@ -92,45 +93,57 @@ impl Prometheus {
         let bin = require_tool("prometheus")?;
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
         // Prometheus cannot report a port it picked itself, so take a free one from
-        // the kernel and hand it over.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={listen}"))
-            .arg("--log.level=info")
-            .current_dir(dir);
-        let (proc, _) = Proc::spawn(cmd, "Start listening for connections", PROMETHEUS_READY);
-        let prom = Prometheus {
-            proc,
-            url: format!("http://{listen}"),
-            agent: ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(10)))
-                .http_status_as_error(false)
-                .build()
-                .into(),
-        };
-        let deadline = Instant::now() + PROMETHEUS_READY;
-        loop {
-            if let Ok((200, _)) = prom.get("/-/ready", &[]) {
-                return Some(prom);
+        // the kernel and hand it over; if something else binds it in between,
+        // Prometheus exits and the next attempt takes another.
+        for attempt in 1..=3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut cmd = Command::new(&bin);
+            cmd.arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={listen}"))
+                .current_dir(dir);
+            let (proc, _) = Proc::spawn(cmd, "Starting Prometheus", PROMETHEUS_READY);
+            let mut prom = Prometheus {
+                proc,
+                url: format!("http://{listen}"),
+                agent: agent.clone(),
+            };
+            let deadline = Instant::now() + PROMETHEUS_READY;
+            loop {
+                if let Ok((200, _)) = prom.get("/-/ready", &[]) {
+                    return Some(prom);
+                }
+                if let Ok(Some(status)) = prom.proc.child.try_wait() {
+                    let log = prom.proc.output();
+                    assert!(
+                        attempt < 3 && log.contains("address already in use"),
+                        "Prometheus exited ({status}) before it was ready; log:\n{log}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Prometheus not ready within {PROMETHEUS_READY:?}; log:\n{}",
+                    prom.proc.output()
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus not ready within {PROMETHEUS_READY:?}; log:\n{}",
-                prom.proc.output()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
+        unreachable!("every attempt either returns or fails")
     }
 
     /// GET `path` with query parameters; the status and body, or the transport error.
@@ -479,6 +492,32 @@ fn every_panel_and_rule_works_against_a_real_prometheus() {
         .map(|(row, title)| (title, row))
         .collect();
     let raw = raw_queries(&d);
+    // (row, title, query with Grafana variables): every panel query, and the alert
+    // annotation. Alerts only fire after their `for` (minutes), so the annotation is
+    // run with pending alerts admitted: that still proves its selectors match the
+    // labels real alerts carry.
+    let mut queries: Vec<(String, String, String)> = raw
+        .iter()
+        .map(|(title, expr)| (rows[title].clone(), title.clone(), expr.clone()))
+        .collect();
+    for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+        let Some(expr) = a["expr"].as_str() else {
+            continue;
+        };
+        assert!(
+            expr.contains(r#"alertstate="firing""#),
+            "annotation {}: expected a firing-alerts query: {expr}",
+            a["name"]
+        );
+        queries.push((
+            "Annotations".to_owned(),
+            format!(
+                "{} (pending or firing)",
+                a["name"].as_str().unwrap_or_default()
+            ),
+            expr.replace(r#"alertstate="firing""#, r#"alertstate=~"firing|pending""#),
+        ));
+    }
     let vars = query_variables(&d);
     let expected = expected_groups();
     let recorded: Vec<String> = expected
@@ -488,11 +527,11 @@ fn every_panel_and_rule_works_against_a_real_prometheus() {
         .cloned()
         .collect();
     assert!(!recorded.is_empty(), "rules.yml records nothing");
-    let all: Vec<(String, String, String)> = raw
+    let all: Vec<(String, String, String)> = queries
         .iter()
-        .map(|(title, expr)| {
+        .map(|(row, title, expr)| {
             let q = substitute(expr, LIVE_DURATIONS, |_| ".*".to_owned());
-            (rows[title].clone(), title.clone(), q)
+            (row.clone(), title.clone(), q)
         })
         .collect();
 
@@ -522,16 +561,16 @@ fn every_panel_and_rule_works_against_a_real_prometheus() {
                         chosen["target"].0, leaky.url
                     ));
                 }
-                let specific: Vec<(String, String, String)> = raw
+                let specific: Vec<(String, String, String)> = queries
                     .iter()
-                    .map(|(title, expr)| {
+                    .map(|(row, title, expr)| {
                         let q = substitute(expr, LIVE_DURATIONS, |name| {
                             chosen
                                 .get(name)
                                 .map(|c| c.1.clone())
                                 .unwrap_or_else(|| panic!("{title}: unknown variable ${name}"))
                         });
-                        (rows[title].clone(), title.clone(), q)
+                        (row.clone(), title.clone(), q)
                     })
                     .collect();
                 problems.extend(query_problems(
@@ -557,7 +596,8 @@ fn every_panel_and_rule_works_against_a_real_prometheus() {
         if problems.is_empty() {
             let distinct: BTreeSet<&str> = raw.iter().map(|(t, _)| t.as_str()).collect();
             eprintln!(
-                "{} queries of {} panels returned data with all and with chosen variables; \
+                "{} queries of {} panels and the alert annotation returned data with all and \
+                 with chosen variables; \
                  {} rule groups healthy; Prometheus ready after {:.1?}, all held after {:.1?} \
                  ({rounds} rounds)",
                 raw.len(),
