@@ -24,19 +24,52 @@ pub struct HeapSummary {
 
 /// Why a profile is not a usable heap profile.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("not a heap profile: it has no {0:?} sample type")]
-pub struct NotAHeapProfile(pub &'static str);
+pub enum NotAHeapProfile {
+    /// A heap sample type is missing.
+    #[error("not a heap profile: it has no {0:?} sample type")]
+    MissingType(&'static str),
+    /// A value would be served negative. The Go runtime never writes negative heap
+    /// values (only `-base` differences have them), and a negative `_total` counter
+    /// would break `rate()`, so such a profile is refused rather than served.
+    #[error("invalid heap profile: negative {kind} ({value}) for {function}")]
+    Negative {
+        /// The sample type.
+        kind: &'static str,
+        /// The function whose flat or cum value is negative, or `(total)`.
+        function: String,
+        /// The value.
+        value: i64,
+    },
+}
 
 impl HeapSummary {
     /// Aggregates a heap profile by function.
     pub fn from_profile(profile: &Profile) -> Result<Self, NotAHeapProfile> {
         let mut idx = [0usize; 4];
         for (slot, name) in idx.iter_mut().zip(HEAP_TYPES) {
-            *slot = profile.sample_index(name).ok_or(NotAHeapProfile(name))?;
+            *slot = profile
+                .sample_index(name)
+                .ok_or(NotAHeapProfile::MissingType(name))?;
         }
-        Ok(Self {
-            table: by_function(profile, &idx),
-        })
+        let table = by_function(profile, &idx);
+        let negative = |kind: usize, function: &str, value: i64| NotAHeapProfile::Negative {
+            kind: HEAP_TYPES[kind],
+            function: function.to_owned(),
+            value,
+        };
+        for (k, &t) in table.totals.iter().enumerate() {
+            if t < 0 {
+                return Err(negative(k, "(total)", t));
+            }
+        }
+        for r in &table.rows {
+            for (k, (&flat, &cum)) in r.flat.iter().zip(&r.cum).enumerate() {
+                if flat.min(cum) < 0 {
+                    return Err(negative(k, &r.name, flat.min(cum)));
+                }
+            }
+        }
+        Ok(Self { table })
     }
 
     /// The `n` functions holding the most in-use bytes (flat), largest first.
@@ -207,8 +240,32 @@ mod tests {
         let b = Builder::new(&[("goroutine", "count")]);
         assert_eq!(
             HeapSummary::from_profile(&b.profile()).unwrap_err(),
-            NotAHeapProfile("inuse_space")
+            NotAHeapProfile::MissingType("inuse_space")
         );
+    }
+
+    #[test]
+    fn refuses_values_that_would_be_served_negative() {
+        let mut b = heap_builder();
+        let main = b.loc(&["main.main"]);
+        let f = b.loc(&["main.f"]);
+        let g = b.loc(&["main.g"]);
+        b.sample(&[f, main], &[1, 100, 1, 100], &[]);
+        // A negative sample that leaves every flat, cum and total non-negative is
+        // harmless: nothing negative is served.
+        b.sample(&[f, main], &[0, 0, 0, -40], &[]);
+        assert!(HeapSummary::from_profile(&b.profile()).is_ok());
+        b.sample(&[g, main], &[0, 0, 0, -5], &[]);
+        let err = HeapSummary::from_profile(&b.profile()).unwrap_err();
+        assert_eq!(
+            err,
+            NotAHeapProfile::Negative {
+                kind: "inuse_space",
+                function: "main.g".into(),
+                value: -5
+            }
+        );
+        assert!(err.to_string().contains("negative"), "{err}");
     }
 
     #[test]
