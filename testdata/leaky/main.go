@@ -42,6 +42,7 @@ var (
 
 	churnMu   sync.Mutex
 	churnStop chan struct{}
+	churnDone sync.WaitGroup
 )
 
 //go:noinline
@@ -120,13 +121,15 @@ func churnRecurse(depth int, stop <-chan struct{}) {
 	churnPark(stop)
 }
 
-// setChurn ends the goroutines of the previous set and starts one per depth; it
-// returns once every new goroutine runs.
+// setChurn ends the goroutines of the previous set, waits until they have exited
+// (so that no profile taken after it returns shows them), and starts one goroutine
+// per depth; it returns once every new goroutine runs.
 func setChurn(depths []int) {
 	churnMu.Lock()
 	defer churnMu.Unlock()
 	if churnStop != nil {
 		close(churnStop)
+		churnDone.Wait()
 	}
 	stop := make(chan struct{})
 	churnStop = stop
@@ -134,10 +137,14 @@ func setChurn(depths []int) {
 	for _, d := range depths {
 		d := d // one variable per iteration before Go 1.22
 		started.Add(1)
-		go pprof.Do(context.Background(), pprof.Labels("churn", strconv.Itoa(d)), func(context.Context) {
-			started.Done()
-			churnRecurse(d, stop)
-		})
+		churnDone.Add(1)
+		go func() {
+			defer churnDone.Done()
+			pprof.Do(context.Background(), pprof.Labels("churn", strconv.Itoa(d)), func(context.Context) {
+				started.Done()
+				churnRecurse(d, stop)
+			})
+		}()
 	}
 	started.Wait()
 }
