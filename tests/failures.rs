@@ -27,14 +27,13 @@ const MAX_BODY: u64 = 2 << 20;
 /// `--limits.max-decompressed-bytes`.
 const MAX_INFLATED: u64 = 8 << 20;
 /// Peak RSS (VmHWM) the exporter may reach while served hostile sizes, derived from
-/// the limits above. It idles at under 10 MB. A fetch buffers at most MAX_BODY.
-/// Inflating writes at most MAX_INFLATED + 1 bytes, but into a Vec that grows by
-/// doubling and whose spare capacity the standard library zero-fills before reading
-/// into it, so one inflate can make up to 2 x MAX_INFLATED resident; and freed
-/// buffers stay cached in the allocator's per-thread arenas, one per blocking thread
-/// that decoded. 10 + 2 + 2 x 8 x 2 (two threads' arenas holding a buffer) = 44 MB;
-/// 64 MB leaves room for allocator slack, yet is 16x below the gigabyte the bomb
-/// inflates to, and far below what a decoder holding a profile's samples needs.
+/// the limits above. The debug build the suite runs idles at about 17 MB with a
+/// target or two. A fetch buffers at most MAX_BODY. Inflating writes at most
+/// MAX_INFLATED + 1 bytes, into a Vec that grows by doubling (so up to 2 x
+/// MAX_INFLATED of capacity), and freed buffers stay cached in the allocator's
+/// per-thread arenas, one per blocking thread that decoded: 17 + 2 + 2 x 8 x 2 =
+/// 51 MB. 64 MB leaves room for allocator slack, yet is 16x below the gigabyte the
+/// bomb inflates to, and below what a decoder holding a million samples needs.
 const RSS_CAP: u64 = 64 << 20;
 
 fn limit_args() -> Vec<String> {
