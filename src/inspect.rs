@@ -5,16 +5,21 @@
 //! does: flat and cum are both linear in the sample values, so the difference of the
 //! aggregates equals the aggregate of the difference.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+
+use flate2::read::MultiGzDecoder;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::aggregate::by_function;
+use crate::aggregate::FunctionTable;
+use crate::aggregate::functions::FunctionAccumulator;
 use crate::config::{Format, InspectArgs};
-use crate::decode::{self, DecodeError, Profile, profile::DecodeLimits};
+use crate::decode::stream::{self, Decoder};
+use crate::decode::{self, DecodeError, ValueType, profile::DecodeLimits};
 use crate::scrape::{FetchConfig, FetchError, Fetcher};
 
 /// Why `inspect` could not produce a report.
@@ -73,108 +78,167 @@ pub struct FunctionEntry {
     pub cum: i64,
 }
 
-fn load(source: &str, args: &InspectArgs) -> Result<Profile, InspectError> {
-    let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let url = crate::config::parse_target(source).map_err(|e| InspectError::Io {
-            path: source.to_owned(),
-            error: e,
-        });
-        // parse_target refuses queries, which profile URLs may carry (?gc=1): accept
-        // any absolute http(s) URL here.
-        let url = match url {
-            Ok(u) => u,
-            Err(_) => url::Url::parse(source).map_err(|e| InspectError::Io {
-                path: source.to_owned(),
-                error: e.to_string(),
-            })?,
+/// The uncompressed profile bytes of a file or URL, within the byte limits of `args`.
+fn load(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
+    let decode_err = |error| InspectError::Decode {
+        source_name: source.to_owned(),
+        error,
+    };
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let body = fetch(source, args)?;
+        return match decode::gunzip_bounded(&body, args.max_decompressed_bytes) {
+            Ok(Cow::Owned(raw)) => Ok(raw),
+            Ok(Cow::Borrowed(_)) => Ok(body),
+            Err(e) => Err(decode_err(e)),
         };
-        let fetcher = Fetcher::new(FetchConfig {
-            timeout: args.timeout,
-            max_body_bytes: args.max_bytes,
-        })
-        .map_err(|e| InspectError::Io {
-            path: source.to_owned(),
-            error: e,
-        })?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| InspectError::Io {
-                path: source.to_owned(),
-                error: e.to_string(),
-            })?;
-        rt.block_on(fetcher.get(&url))
-            .map_err(|error| InspectError::Fetch {
-                url: source.to_owned(),
-                error,
-            })?
-            .to_vec()
-    } else {
-        let io = |e: std::io::Error| InspectError::Io {
+    }
+    let io = |e: std::io::Error| InspectError::Io {
+        path: source.to_owned(),
+        error: e.to_string(),
+    };
+    let too_big = || InspectError::Io {
+        path: source.to_owned(),
+        error: format!("larger than --max-bytes ({} bytes)", args.max_bytes),
+    };
+    let file = std::fs::File::open(source).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    if size > args.max_bytes {
+        return Err(too_big());
+    }
+    // Inflate straight from the file: the compressed bytes never sit in memory.
+    let mut input = BufReader::with_capacity(64 << 10, file.take(args.max_bytes + 1));
+    let limit = args.max_decompressed_bytes;
+    if !decode::is_gzip(input.fill_buf().map_err(io)?) {
+        let mut raw = Vec::with_capacity(size.min(limit) as usize);
+        input.read_to_end(&mut raw).map_err(io)?;
+        if raw.len() as u64 > args.max_bytes {
+            return Err(too_big());
+        }
+        if raw.len() as u64 > limit {
+            return Err(decode_err(DecodeError::TooLarge { limit }));
+        }
+        return Ok(raw);
+    }
+    // Profiles compress 1-5x; reserving is free until pages are written.
+    let mut raw = Vec::with_capacity(size.saturating_mul(4).min(limit) as usize);
+    let mut gz = MultiGzDecoder::new(input);
+    let read = (&mut gz)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut raw);
+    // A file that grew past the limit while being read ends the stream early.
+    if gz.get_ref().get_ref().limit() == 0 {
+        return Err(too_big());
+    }
+    read.map_err(|e| decode_err(DecodeError::Gzip(e.to_string())))?;
+    if raw.len() as u64 > limit {
+        return Err(decode_err(DecodeError::TooLarge { limit }));
+    }
+    Ok(raw)
+}
+
+fn fetch(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
+    let url = crate::config::parse_target(source).map_err(|e| InspectError::Io {
+        path: source.to_owned(),
+        error: e,
+    });
+    // parse_target refuses queries, which profile URLs may carry (?gc=1): accept
+    // any absolute http(s) URL here.
+    let url = match url {
+        Ok(u) => u,
+        Err(_) => url::Url::parse(source).map_err(|e| InspectError::Io {
             path: source.to_owned(),
             error: e.to_string(),
-        };
-        let file = std::fs::File::open(source).map_err(io)?;
-        let mut bytes = Vec::new();
-        file.take(args.max_bytes + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > args.max_bytes {
-            return Err(InspectError::Io {
-                path: source.to_owned(),
-                error: format!("larger than --max-bytes ({} bytes)", args.max_bytes),
-            });
-        }
-        bytes
+        })?,
     };
+    let fetcher = Fetcher::new(FetchConfig {
+        timeout: args.timeout,
+        max_body_bytes: args.max_bytes,
+    })
+    .map_err(|e| InspectError::Io {
+        path: source.to_owned(),
+        error: e,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| InspectError::Io {
+            path: source.to_owned(),
+            error: e.to_string(),
+        })?;
+    Ok(rt
+        .block_on(fetcher.get(&url))
+        .map_err(|error| InspectError::Fetch {
+            url: source.to_owned(),
+            error,
+        })?
+        .to_vec())
+}
+
+/// Decodes `raw` and aggregates it by function for the sample type `pick` chooses,
+/// one sample at a time, straight from the wire.
+fn aggregate(
+    source: &str,
+    raw: &[u8],
+    pick: impl FnOnce(&Decoder<'_>) -> Result<usize, InspectError>,
+) -> Result<(ValueType, FunctionTable), InspectError> {
     let err = |error| InspectError::Decode {
         source_name: source.to_owned(),
         error,
     };
-    let raw = decode::gunzip_bounded(&bytes, args.max_decompressed_bytes).map_err(err)?;
-    decode::decode_profile(
-        &raw,
-        DecodeLimits {
-            max_frames: u64::MAX,
-        },
-    )
-    .map_err(err)
+    // inspect is run by hand on files of any size: no frame limit.
+    let limits = DecodeLimits {
+        max_frames: u64::MAX,
+    };
+    let d = stream::wire_error_first(raw, stream::open(raw)).map_err(err)?;
+    let index = match pick(&d) {
+        Ok(i) => i,
+        Err(e) => {
+            // A broken profile is reported as such even when the type is wrong too.
+            stream::wire_error_first(raw, d.samples(limits, |_| {})).map_err(err)?;
+            return Err(e);
+        }
+    };
+    let mut acc = FunctionAccumulator::new(d.functions.len(), &[index]);
+    let done = d.samples(limits, |s| acc.add(s.values, d.frames(s.locations)));
+    stream::wire_error_first(raw, done).map_err(err)?;
+    Ok((d.sample_types[index].clone(), acc.finish(&d.functions)))
 }
 
 /// Builds the report for `args`.
 pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
-    let profile = load(&args.source, args)?;
-    let index = match &args.sample_index {
-        Some(name) => profile.sample_index(name).ok_or_else(|| {
+    let raw = load(&args.source, args)?;
+    let (vt, table) = aggregate(&args.source, &raw, |d| match &args.sample_index {
+        Some(name) => d.sample_index(name).ok_or_else(|| {
             InspectError::SampleType(format!(
                 "sample type {name:?} not in profile (it has: {})",
-                profile
-                    .sample_types
+                d.sample_types
                     .iter()
                     .map(|t| t.kind.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
-        })?,
-        None => profile
+        }),
+        None => d
             .default_index()
-            .ok_or_else(|| InspectError::SampleType("profile has no sample types".into()))?,
-    };
-    let vt = profile.sample_types[index].clone();
-    let table = by_function(&profile, &[index]);
+            .ok_or_else(|| InspectError::SampleType("profile has no sample types".into())),
+    })?;
+    drop(raw);
 
     // name -> (flat, cum)
     let mut rows: HashMap<String, (i64, i64)> = table
-        .present_in(0)
-        .map(|r| (r.name.clone(), (r.flat[0], r.cum[0])))
+        .rows
+        .into_iter()
+        .filter(|r| r.present[0])
+        .map(|r| (r.name, (r.flat[0], r.cum[0])))
         .collect();
     let mut total = table.totals[0];
     if let Some(base_src) = &args.base {
-        let base = load(base_src, args)?;
-        let bi = base.sample_index(&vt.kind).ok_or_else(|| {
-            InspectError::SampleType(format!("base profile has no sample type {:?}", vt.kind))
+        let raw = load(base_src, args)?;
+        let (_, bt) = aggregate(base_src, &raw, |d| {
+            d.sample_index(&vt.kind).ok_or_else(|| {
+                InspectError::SampleType(format!("base profile has no sample type {:?}", vt.kind))
+            })
         })?;
-        let bt = by_function(&base, &[bi]);
         for r in bt.present_in(0) {
             let e = rows.entry(r.name.clone()).or_default();
             e.0 -= r.flat[0];

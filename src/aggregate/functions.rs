@@ -47,60 +47,118 @@ impl FunctionTable {
 /// Indices must be valid for the profile (callers look them up with
 /// [`Profile::sample_index`]); an out-of-range index yields zeros rather than a panic.
 pub fn by_function(profile: &Profile, types: &[usize]) -> FunctionTable {
-    let k = types.len();
-    let n_funcs = profile.functions.len();
-    let mut flat = vec![0i64; n_funcs * k];
-    let mut cum = vec![0i64; n_funcs * k];
-    let mut present = vec![false; n_funcs * k];
-    // seen[f] == sample + 1 when f has already been counted in cum for this sample.
-    let mut seen = vec![0usize; n_funcs];
-    let mut totals = vec![0i64; k];
-    let mut vals = vec![0i64; k];
-
+    let mut acc = FunctionAccumulator::new(profile.functions.len(), types);
     for s in 0..profile.sample_count() {
-        let values = profile.values(s);
+        acc.add(profile.values(s), profile.stack(s));
+    }
+    acc.finish(&profile.functions)
+}
+
+/// Flat and cum per function, built one sample at a time, so that a caller can feed
+/// samples straight from the wire ([`crate::decode::stream`]) without holding them.
+#[derive(Debug, Clone)]
+pub struct FunctionAccumulator {
+    types: Vec<usize>,
+    /// `flat`, `cum` and `present` hold `types.len()` entries per function.
+    flat: Vec<i64>,
+    cum: Vec<i64>,
+    present: Vec<bool>,
+    /// `seen[f] == n` when function `f` was already counted in cum for sample `n`.
+    seen: Vec<u32>,
+    /// Samples added so far, wrapping; `seen` is reset when it wraps.
+    n: u32,
+    totals: Vec<i64>,
+    vals: Vec<i64>,
+}
+
+impl FunctionAccumulator {
+    /// An empty accumulator for `n_funcs` functions and the sample type indices `types`.
+    pub fn new(n_funcs: usize, types: &[usize]) -> Self {
+        let k = types.len();
+        Self {
+            types: types.to_vec(),
+            flat: vec![0; n_funcs * k],
+            cum: vec![0; n_funcs * k],
+            present: vec![false; n_funcs * k],
+            seen: vec![0; n_funcs],
+            n: 0,
+            totals: vec![0; k],
+            vals: vec![0; k],
+        }
+    }
+
+    /// Adds one sample: its values (one per sample type of the profile) and its stack
+    /// as function indices, leaf first, inlined calls expanded innermost first.
+    pub fn add(&mut self, values: &[i64], mut frames: impl Iterator<Item = u32>) {
+        let k = self.types.len();
         let mut any = false;
-        for (j, &t) in types.iter().enumerate() {
-            vals[j] = values.get(t).copied().unwrap_or(0);
-            totals[j] = totals[j].wrapping_add(vals[j]);
-            any |= vals[j] != 0;
+        for (j, &t) in self.types.iter().enumerate() {
+            let v = values.get(t).copied().unwrap_or(0);
+            self.vals[j] = v;
+            self.totals[j] = self.totals[j].wrapping_add(v);
+            any |= v != 0;
         }
         if !any {
-            continue;
+            return;
         }
-        let mut frames = profile.stack(s);
-        let Some(leaf) = frames.next() else { continue };
+        let Some(leaf) = frames.next() else { return };
+        self.n = self.n.wrapping_add(1);
+        if self.n == 0 {
+            self.seen.fill(0);
+            self.n = 1;
+        }
+        let n = self.n;
         let base = leaf as usize * k;
         for j in 0..k {
-            flat[base + j] = flat[base + j].wrapping_add(vals[j]);
+            self.flat[base + j] = self.flat[base + j].wrapping_add(self.vals[j]);
+        }
+        if k == 1 {
+            // The common case (inspect, one sample type) without the inner loops.
+            let v = self.vals[0];
+            for f in std::iter::once(leaf).chain(frames) {
+                let f = f as usize;
+                if self.seen[f] == n {
+                    continue;
+                }
+                self.seen[f] = n;
+                self.cum[f] = self.cum[f].wrapping_add(v);
+                self.present[f] = true;
+            }
+            return;
         }
         for f in std::iter::once(leaf).chain(frames) {
             let f = f as usize;
-            if seen[f] == s + 1 {
+            if self.seen[f] == n {
                 continue;
             }
-            seen[f] = s + 1;
+            self.seen[f] = n;
             let base = f * k;
             for j in 0..k {
-                cum[base + j] = cum[base + j].wrapping_add(vals[j]);
-                present[base + j] |= vals[j] != 0;
+                self.cum[base + j] = self.cum[base + j].wrapping_add(self.vals[j]);
+                self.present[base + j] |= self.vals[j] != 0;
             }
         }
     }
 
-    let rows = (0..n_funcs)
-        .filter(|f| present[f * k..(f + 1) * k].iter().any(|&p| p))
-        .map(|f| FunctionRow {
-            name: profile.functions[f].clone(),
-            flat: flat[f * k..(f + 1) * k].to_vec(),
-            cum: cum[f * k..(f + 1) * k].to_vec(),
-            present: present[f * k..(f + 1) * k].to_vec(),
-        })
-        .collect();
-    FunctionTable {
-        types: types.to_vec(),
-        rows,
-        totals,
+    /// The table, with `names` (the profile's function names, by index) for its rows.
+    pub fn finish(self, names: &[String]) -> FunctionTable {
+        let k = self.types.len();
+        let rows = names
+            .iter()
+            .enumerate()
+            .filter(|(f, _)| self.present[f * k..(f + 1) * k].iter().any(|&p| p))
+            .map(|(f, name)| FunctionRow {
+                name: name.clone(),
+                flat: self.flat[f * k..(f + 1) * k].to_vec(),
+                cum: self.cum[f * k..(f + 1) * k].to_vec(),
+                present: self.present[f * k..(f + 1) * k].to_vec(),
+            })
+            .collect();
+        FunctionTable {
+            types: self.types,
+            rows,
+            totals: self.totals,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod goroutine_text;
 pub mod memstats;
 pub mod profile;
+pub mod stream;
 
 use std::io::Read;
 

@@ -1,13 +1,17 @@
 //! The pprof protobuf profile, decoded and resolved into a compact, validated form.
 //!
-//! The wire message is decoded with prost from `proto/profile.proto`, then every index
-//! and id is checked once here, so that later stages can walk stacks without bounds
-//! surprises: a hostile or corrupt profile becomes a [`DecodeError`], never a panic.
+//! The wire format (`proto/profile.proto`) is read in one pass by [`super::stream`],
+//! which checks every index and id once, so that later stages can walk stacks without
+//! bounds surprises: a hostile or corrupt profile becomes a [`DecodeError`], never a
+//! panic. The prost types generated from the same file remain for writers (the
+//! synthetic profiles) and for ranking a wire error above a reference error.
 //! Inlined frames are expanded per location once (innermost first, as `go tool pprof`
 //! does); samples keep references to locations rather than copies of their frames.
 
+#[cfg(test)]
 use std::collections::HashMap;
 
+#[cfg(test)]
 use prost::Message;
 
 use super::DecodeError;
@@ -44,7 +48,7 @@ pub struct ValueType {
 }
 
 /// A decoded profile with resolved names and validated references.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Profile {
     /// The sample types, in value order.
     pub sample_types: Vec<ValueType>,
@@ -118,20 +122,78 @@ impl Profile {
 }
 
 /// Decodes an uncompressed protobuf profile and resolves it.
+///
+/// One pass over the wire format ([`super::stream`]): tables are resolved first, then
+/// each sample is checked and appended to the compact form directly.
 pub fn decode_profile(bytes: &[u8], limits: DecodeLimits) -> Result<Profile, DecodeError> {
-    let raw = pb::Profile::decode(bytes).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    resolve(raw, limits)
+    super::stream::wire_error_first(bytes, build(bytes, limits))
+}
+
+fn build(bytes: &[u8], limits: DecodeLimits) -> Result<Profile, DecodeError> {
+    let d = super::stream::open(bytes)?;
+    let n = d.sample_count();
+    let mut sample_ranges = Vec::with_capacity(n);
+    let mut sample_locs = Vec::new();
+    let mut values = Vec::with_capacity(n * d.sample_types.len());
+    let mut labels: Vec<Vec<(String, String)>> = Vec::new();
+    let mut too_many = false;
+    d.samples(limits, |s| {
+        values.extend_from_slice(s.values);
+        let start = sample_locs.len();
+        sample_locs.extend_from_slice(s.locations);
+        match (u32::try_from(start), u32::try_from(sample_locs.len())) {
+            (Ok(a), Ok(b)) => sample_ranges.push((a, b)),
+            _ => too_many = true,
+        }
+        if !s.labels.is_empty() {
+            labels.resize_with(s.index, Vec::new);
+            labels.push(
+                s.labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
+        }
+    })?;
+    if too_many {
+        return Err(invalid("too many sample locations"));
+    }
+    Ok(Profile {
+        sample_types: d.sample_types,
+        default_sample_type: d.default_sample_type,
+        functions: d.functions,
+        time_nanos: d.time_nanos,
+        loc_ranges: d.loc_ranges,
+        loc_frames: d.loc_frames,
+        sample_ranges,
+        sample_locs,
+        values,
+        labels,
+    })
 }
 
 fn invalid(msg: impl Into<String>) -> DecodeError {
     DecodeError::Invalid(msg.into())
 }
 
+/// The previous decoder: every prost message materialised, then resolved. Kept as
+/// the reference the single-pass decoder is compared with.
+#[cfg(test)]
+pub(crate) fn decode_profile_prost(
+    bytes: &[u8],
+    limits: DecodeLimits,
+) -> Result<Profile, DecodeError> {
+    let raw = pb::Profile::decode(bytes).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    resolve(raw, limits)
+}
+
+#[cfg(test)]
 fn u32_of(n: usize, what: &str) -> Result<u32, DecodeError> {
     u32::try_from(n).map_err(|_| invalid(format!("too many {what}")))
 }
 
 /// Checks every cross-reference of a wire profile and builds the compact form.
+#[cfg(test)]
 fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeError> {
     let strings = raw.string_table;
     let string = |idx: i64, what: &str| -> Result<&str, DecodeError> {
@@ -478,6 +540,181 @@ pub(crate) mod tests {
     fn garbage_is_a_protobuf_error() {
         assert!(matches!(
             decode_profile(b"\xff\xff\xff\xff", DecodeLimits::default()),
+            Err(DecodeError::Protobuf(_))
+        ));
+    }
+
+    /// Wire profiles that exercise every table: inlining, an unsymbolised location,
+    /// string and numeric labels, a default sample type, and generated heap and
+    /// goroutine profiles.
+    fn corpus() -> Vec<Vec<u8>> {
+        let mut b = Builder::new(&[("alloc_space", "bytes"), ("inuse_space", "bytes")]);
+        let a = b.loc(&["main.inner", "main.outer"]);
+        let m = b.loc(&["main.main"]);
+        b.sample(&[a, m], &[10, 5], &[("worker", "w1")]);
+        b.sample(&[m], &[3, 0], &[]);
+        b.p.location.push(pb::Location {
+            id: 9,
+            address: 0x4010,
+            ..Default::default()
+        });
+        b.sample(&[9, m], &[1, 1], &[]);
+        let k = b.s("bytes");
+        b.p.sample[0].label.push(pb::Label {
+            key: k,
+            num: 64,
+            ..Default::default()
+        });
+        b.p.default_sample_type = b.s("alloc_space");
+        let mut out = vec![b.bytes()];
+        for kind in [
+            crate::synth::SynthKind::Heap,
+            crate::synth::SynthKind::Goroutine,
+        ] {
+            let p = crate::synth::generate(&crate::synth::SynthConfig {
+                kind,
+                seed: 3,
+                samples: 12,
+                functions: 9,
+                max_depth: 5,
+            });
+            out.push(p.encode_to_vec());
+        }
+        out
+    }
+
+    /// The single-pass decoder and the message-based one agree: same profile, or the
+    /// same kind of error (and the same message for reference errors).
+    fn same_verdict(bytes: &[u8], limits: DecodeLimits) {
+        let fast = decode_profile(bytes, limits);
+        let reference = decode_profile_prost(bytes, limits);
+        match (&fast, &reference) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{bytes:02x?}"),
+            (Err(DecodeError::Protobuf(_)), Err(DecodeError::Protobuf(_))) => {}
+            (Err(a), Err(b)) => assert_eq!(a, b, "{bytes:02x?}"),
+            _ => panic!("fast {fast:?} vs reference {reference:?} on {bytes:02x?}"),
+        }
+    }
+
+    #[test]
+    fn single_pass_matches_message_decoder_on_mutated_input() {
+        let mut rng = crate::synth::Rng::new(42);
+        for base in corpus() {
+            same_verdict(&base, DecodeLimits::default());
+            for _ in 0..3000 {
+                let mut m = base.clone();
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(m.len().max(1));
+                    match rng.below(6) {
+                        0 => m[at] ^= 1 << rng.below(8),
+                        1 => m[at] = rng.next_u64() as u8,
+                        2 => m.truncate(at),
+                        3 => m.insert(at, rng.next_u64() as u8),
+                        4 if at < m.len() => drop(m.remove(at)),
+                        _ => {
+                            let end = (at + rng.below(16)).min(m.len());
+                            let chunk = m[at..end].to_vec();
+                            let to = rng.below(m.len() + 1);
+                            m.splice(to..to, chunk);
+                        }
+                    }
+                    if m.is_empty() {
+                        break;
+                    }
+                }
+                let max_frames = if rng.percent(20) {
+                    rng.below(40) as u64
+                } else {
+                    1 << 20
+                };
+                same_verdict(&m, DecodeLimits { max_frames });
+            }
+        }
+    }
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    #[test]
+    fn wire_edge_cases_match_message_decoder() {
+        let base = corpus().remove(0);
+        // Unknown top-level fields of every wire type, and groups nested around the
+        // recursion limit.
+        for depth in [1, 99, 100, 101, 102] {
+            let mut m = base.clone();
+            for _ in 0..depth {
+                m.push((20 << 3) | 3);
+            }
+            for _ in 0..depth {
+                m.push((20 << 3) | 4);
+            }
+            same_verdict(&m, DecodeLimits::default());
+        }
+        for tail in [
+            &[(20 << 3) | 1, 1, 2, 3, 4, 5, 6, 7, 8][..],
+            &[(20 << 3) | 5, 1, 2, 3, 4],
+            &[(20 << 3) | 5, 1, 2, 3],
+            &[(20 << 3) | 4],
+            &[(20 << 3) | 6, 0],
+            &[(9 << 3) | 2, 0],
+            &[(6 << 3), 0],
+            &[(6 << 3) | 2, 1, 0xff],
+            &[0, 0],
+        ] {
+            let mut m = base.clone();
+            m.extend_from_slice(tail);
+            same_verdict(&m, DecodeLimits::default());
+        }
+        // Ten-byte varints: a last byte of 1 is u64 range, 2 overflows.
+        for last in [0u8, 1, 2, 0x7f] {
+            let mut m = base.clone();
+            m.push(9 << 3);
+            m.extend_from_slice(&[0xff; 9]);
+            m.push(last);
+            same_verdict(&m, DecodeLimits::default());
+        }
+        // A sample with unpacked and packed location ids mixed, and values split.
+        let mut s = Vec::new();
+        s.push(1 << 3);
+        varint(2, &mut s);
+        s.push((1 << 3) | 2);
+        s.push(1);
+        varint(1, &mut s);
+        s.push(2 << 3);
+        varint(7, &mut s);
+        s.push((2 << 3) | 2);
+        s.push(1);
+        varint(8, &mut s);
+        let mut m = base.clone();
+        m.push((2 << 3) | 2);
+        varint(s.len() as u64, &mut m);
+        m.extend_from_slice(&s);
+        same_verdict(&m, DecodeLimits::default());
+        let p = decode_profile(&m, DecodeLimits::default()).unwrap();
+        let last = p.sample_count() - 1;
+        assert_eq!(p.values(last), [7, 8]);
+        assert_eq!(names(&p, last), ["main.main", "main.inner", "main.outer"]);
+    }
+
+    #[test]
+    fn wire_error_wins_over_reference_error() {
+        let mut b = Builder::new(&[("x", "count")]);
+        let l = b.loc(&["f"]);
+        b.sample(&[l + 5], &[1], &[]);
+        let mut m = b.bytes();
+        assert!(matches!(
+            decode_profile(&m, DecodeLimits::default()),
+            Err(DecodeError::Invalid(_))
+        ));
+        // A truncated field after the bad reference: prost never got to resolve it.
+        m.extend_from_slice(&[(20 << 3) | 2, 5]);
+        assert!(matches!(
+            decode_profile(&m, DecodeLimits::default()),
             Err(DecodeError::Protobuf(_))
         ));
     }

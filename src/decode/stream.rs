@@ -1,0 +1,638 @@
+//! A single pass over the pprof wire format, without building a message per field.
+//!
+//! [`open`] walks the top level of the `Profile` message once, keeping borrowed slices
+//! of its repeated fields, then resolves the small tables (sample types, functions,
+//! locations) the same way, with the same checks and messages, as the resolved
+//! [`Profile`](super::Profile) always did. [`Decoder::samples`] then parses each sample
+//! straight into caller-owned scratch buffers, so a caller can aggregate a profile of
+//! any size without holding its samples in memory.
+//!
+//! The reader accepts exactly the encodings the generated prost types accept (varints
+//! of at most ten bytes, packed or unpacked repeated scalars, known fields with their
+//! declared wire type only, groups in unknown fields nested at most as deep as prost's
+//! recursion limit, UTF-8 strings), so the fast path and the message types agree on
+//! what is a protobuf error. Where a payload is both malformed on the wire and
+//! inconsistent in its references, the wire error wins, as it did when the whole
+//! message was decoded before being resolved: see [`wire_error_first`].
+
+use std::collections::HashMap;
+
+use super::DecodeError;
+use super::profile::{DecodeLimits, ValueType};
+
+/// prost's recursion budget at the top-level message; each nested message or group
+/// spends one.
+const RECURSION_LIMIT: u32 = 100;
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+const FIXED32: u8 = 5;
+
+fn wire(msg: &str, reason: &str) -> DecodeError {
+    DecodeError::Protobuf(format!(
+        "failed to decode Protobuf message: {msg}: {reason}"
+    ))
+}
+
+fn invalid(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Invalid(msg.into())
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32, DecodeError> {
+    u32::try_from(n).map_err(|_| invalid(format!("too many {what}")))
+}
+
+/// A cursor over one message's bytes. Errors carry the message name for context.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    msg: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], msg: &'static str) -> Self {
+        Self { buf, pos: 0, msg }
+    }
+
+    #[inline]
+    fn more(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    fn err(&self, reason: &str) -> DecodeError {
+        wire(self.msg, reason)
+    }
+
+    /// A base-128 varint of at most ten bytes whose tenth byte is 0 or 1, as prost
+    /// reads them (non-minimal encodings included).
+    #[inline]
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let buf = self.buf;
+        let mut pos = self.pos;
+        let Some(&first) = buf.get(pos) else {
+            return Err(self.err("invalid varint"));
+        };
+        pos += 1;
+        if first < 0x80 {
+            self.pos = pos;
+            return Ok(u64::from(first));
+        }
+        let mut value = u64::from(first & 0x7f);
+        let mut shift = 7;
+        loop {
+            let Some(&byte) = buf.get(pos) else {
+                return Err(self.err("invalid varint"));
+            };
+            pos += 1;
+            if shift == 63 {
+                if byte > 1 {
+                    return Err(self.err("invalid varint"));
+                }
+                value |= u64::from(byte) << 63;
+                break;
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                break;
+            }
+            shift += 7;
+        }
+        self.pos = pos;
+        Ok(value)
+    }
+
+    /// A field key: (field number, wire type).
+    #[inline]
+    fn key(&mut self) -> Result<(u32, u8), DecodeError> {
+        let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(self.err(&format!("invalid key value: {key}")));
+        }
+        let wire_type = (key & 7) as u8;
+        if wire_type > FIXED32 {
+            return Err(self.err(&format!("invalid wire type value: {wire_type}")));
+        }
+        let tag = (key >> 3) as u32;
+        if tag == 0 {
+            return Err(self.err("invalid tag value: 0"));
+        }
+        Ok((tag, wire_type))
+    }
+
+    /// The payload of a length-delimited field.
+    #[inline]
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.varint()?;
+        let rest = self.buf.len() - self.pos;
+        if len > rest as u64 {
+            return Err(self.err("buffer underflow"));
+        }
+        let start = self.pos;
+        self.pos += len as usize;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    fn advance(&mut self, n: u64) -> Result<(), DecodeError> {
+        if n > (self.buf.len() - self.pos) as u64 {
+            return Err(self.err("buffer underflow"));
+        }
+        self.pos += n as usize;
+        Ok(())
+    }
+
+    /// Skips an unknown field; `budget` is the recursion budget left at this level.
+    fn skip(&mut self, wire_type: u8, tag: u32, budget: u32) -> Result<(), DecodeError> {
+        if budget == 0 {
+            return Err(self.err("recursion limit reached"));
+        }
+        match wire_type {
+            VARINT => self.varint().map(drop),
+            FIXED64 => self.advance(8),
+            FIXED32 => self.advance(4),
+            LEN => self.bytes().map(drop),
+            START_GROUP => loop {
+                let (inner_tag, inner_type) = self.key()?;
+                if inner_type == END_GROUP {
+                    if inner_tag != tag {
+                        return Err(self.err("unexpected end group tag"));
+                    }
+                    return Ok(());
+                }
+                self.skip(inner_type, inner_tag, budget - 1)?;
+            },
+            _ => Err(self.err("unexpected end group tag")),
+        }
+    }
+
+    /// A singular scalar field (int64, uint64, bool): must be a varint.
+    #[inline]
+    fn scalar(&mut self, wire_type: u8) -> Result<u64, DecodeError> {
+        if wire_type != VARINT {
+            return Err(self.err(&format!(
+                "invalid wire type: {wire_type} (expected {VARINT})"
+            )));
+        }
+        self.varint()
+    }
+
+    /// An embedded message field: must be length-delimited.
+    #[inline]
+    fn message(&mut self, wire_type: u8) -> Result<&'a [u8], DecodeError> {
+        if wire_type != LEN {
+            return Err(self.err(&format!("invalid wire type: {wire_type} (expected {LEN})")));
+        }
+        self.bytes()
+    }
+
+    /// A repeated scalar field, packed or not: calls `push` per element.
+    #[inline]
+    fn repeated(&mut self, wire_type: u8, mut push: impl FnMut(u64)) -> Result<(), DecodeError> {
+        if wire_type == LEN {
+            let packed = self.bytes()?;
+            let mut r = Reader::new(packed, self.msg);
+            while r.more() {
+                push(r.varint()?);
+            }
+            Ok(())
+        } else {
+            push(self.scalar(wire_type)?);
+            Ok(())
+        }
+    }
+}
+
+/// Checks a message whose fields are all singular varints (numbers 1..=`fields`) and
+/// returns the last value of each of the first two.
+fn varint_message(
+    bytes: &[u8],
+    msg: &'static str,
+    fields: u32,
+    budget: u32,
+) -> Result<[u64; 2], DecodeError> {
+    let mut out = [0u64; 2];
+    let mut r = Reader::new(bytes, msg);
+    while r.more() {
+        let (tag, wt) = r.key()?;
+        if (1..=fields).contains(&tag) {
+            let v = r.scalar(wt)?;
+            if tag <= 2 {
+                out[tag as usize - 1] = v;
+            }
+        } else {
+            r.skip(wt, tag, budget)?;
+        }
+    }
+    Ok(out)
+}
+
+/// A `Location`: its id, its address, and the function ids of its lines in order.
+fn location(bytes: &[u8], lines: &mut Vec<u64>) -> Result<(u64, u64), DecodeError> {
+    lines.clear();
+    let (mut id, mut address) = (0, 0);
+    let mut r = Reader::new(bytes, "Location");
+    while r.more() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => id = r.scalar(wt)?,
+            3 => address = r.scalar(wt)?,
+            2 | 5 => drop(r.scalar(wt)?),
+            4 => {
+                let line = r.message(wt)?;
+                let [function_id, _] = varint_message(line, "Line", 3, RECURSION_LIMIT - 2)?;
+                lines.push(function_id);
+            }
+            _ => r.skip(wt, tag, RECURSION_LIMIT - 1)?,
+        }
+    }
+    Ok((id, address))
+}
+
+/// Scratch buffers for one sample, reused from sample to sample.
+#[derive(Debug, Default)]
+struct RawSample {
+    location_ids: Vec<u64>,
+    values: Vec<i64>,
+    /// (key, str) string indices of labels; numeric labels are checked and dropped.
+    labels: Vec<(i64, i64)>,
+}
+
+fn sample(bytes: &[u8], out: &mut RawSample) -> Result<(), DecodeError> {
+    out.location_ids.clear();
+    out.values.clear();
+    out.labels.clear();
+    let mut r = Reader::new(bytes, "Sample");
+    while r.more() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => r.repeated(wt, |v| out.location_ids.push(v))?,
+            2 => r.repeated(wt, |v| out.values.push(v as i64))?,
+            3 => {
+                let label = r.message(wt)?;
+                let [key, s] = varint_message(label, "Label", 4, RECURSION_LIMIT - 2)?;
+                out.labels.push((key as i64, s as i64));
+            }
+            _ => r.skip(wt, tag, RECURSION_LIMIT - 1)?,
+        }
+    }
+    Ok(())
+}
+
+/// Maps wire ids (u64) to dense indices: a table when ids are small, as Go writes
+/// them (1..=n), else a hash map.
+enum IdMap {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u32>),
+}
+
+impl IdMap {
+    fn for_ids(max_id: u64, count: usize) -> Self {
+        // Allow some slack for gaps, but never let a hostile id size the table.
+        if max_id <= (count as u64).saturating_mul(2).saturating_add(1024) {
+            IdMap::Dense(vec![u32::MAX; max_id as usize + 1])
+        } else {
+            IdMap::Sparse(HashMap::with_capacity(count))
+        }
+    }
+
+    /// Inserts; false if the id was already present.
+    fn insert(&mut self, id: u64, idx: u32) -> bool {
+        match self {
+            IdMap::Dense(t) => {
+                let slot = &mut t[id as usize];
+                let fresh = *slot == u32::MAX;
+                *slot = idx;
+                fresh
+            }
+            IdMap::Sparse(m) => m.insert(id, idx).is_none(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, id: u64) -> Option<u32> {
+        match self {
+            IdMap::Dense(t) => t
+                .get(usize::try_from(id).ok()?)
+                .copied()
+                .filter(|&i| i != u32::MAX),
+            IdMap::Sparse(m) => m.get(&id).copied(),
+        }
+    }
+}
+
+/// A profile whose tables are resolved and whose samples are still on the wire.
+pub struct Decoder<'a> {
+    /// The sample types, in value order.
+    pub sample_types: Vec<ValueType>,
+    /// Index into `sample_types` of the declared default, if it names one.
+    pub default_sample_type: Option<usize>,
+    /// Distinct function names; frames refer to them by index.
+    pub functions: Vec<String>,
+    /// When the profile was taken, in nanoseconds since the Unix epoch (0 if unset).
+    pub time_nanos: i64,
+    /// Per location: the range of `loc_frames` holding its expanded frames.
+    pub loc_ranges: Vec<(u32, u32)>,
+    /// Function indices of every location's lines, innermost first.
+    pub loc_frames: Vec<u32>,
+    strings: Vec<&'a str>,
+    samples: Vec<&'a [u8]>,
+    loc_ids: IdMap,
+}
+
+/// One sample as [`Decoder::samples`] hands it out: valid only during the callback.
+pub struct SampleRef<'s> {
+    /// The sample's position in the profile.
+    pub index: usize,
+    /// One value per sample type.
+    pub values: &'s [i64],
+    /// Location indices (into `Decoder::loc_ranges`), leaf first.
+    pub locations: &'s [u32],
+    /// String labels (key, value); numeric labels are not included.
+    pub labels: &'s [(&'s str, &'s str)],
+}
+
+impl Decoder<'_> {
+    /// The sample type `go tool pprof` shows when none is asked for.
+    pub fn default_index(&self) -> Option<usize> {
+        self.default_sample_type
+            .or_else(|| self.sample_types.len().checked_sub(1))
+    }
+
+    /// Index of the sample type called `name`, or whose position is `name` as a number.
+    pub fn sample_index(&self, name: &str) -> Option<usize> {
+        self.sample_types
+            .iter()
+            .position(|t| t.kind == name)
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < self.sample_types.len())
+            })
+    }
+
+    /// Number of samples.
+    pub fn sample_count(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// The function indices of a stack given as location indices, leaf first, inlined
+    /// calls expanded innermost first.
+    pub fn frames<'s>(&'s self, locations: &'s [u32]) -> impl Iterator<Item = u32> + 's {
+        locations.iter().flat_map(move |&loc| {
+            let (s, e) = self.loc_ranges[loc as usize];
+            self.loc_frames[s as usize..e as usize].iter().copied()
+        })
+    }
+
+    fn string(&self, idx: i64, what: &str) -> Result<&str, DecodeError> {
+        string_at(&self.strings, idx, what)
+    }
+
+    /// Parses and checks every sample in order, handing each to `visit`. Stops at the
+    /// first bad sample. `limits.max_frames` bounds the expanded frames of all samples.
+    pub fn samples(
+        &self,
+        limits: DecodeLimits,
+        mut visit: impl FnMut(&SampleRef<'_>),
+    ) -> Result<(), DecodeError> {
+        let n_types = self.sample_types.len();
+        let mut raw = RawSample::default();
+        let mut locations: Vec<u32> = Vec::new();
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        let mut total_frames: u64 = 0;
+        for (i, bytes) in self.samples.iter().enumerate() {
+            sample(bytes, &mut raw)?;
+            if raw.values.len() != n_types {
+                return Err(invalid(format!(
+                    "sample {i} has {} values for {n_types} sample types",
+                    raw.values.len()
+                )));
+            }
+            locations.clear();
+            for &id in &raw.location_ids {
+                let idx = self.loc_ids.get(id).ok_or_else(|| {
+                    invalid(format!("sample {i} refers to unknown location {id}"))
+                })?;
+                let (a, b) = self.loc_ranges[idx as usize];
+                total_frames += u64::from(b - a);
+                locations.push(idx);
+            }
+            if total_frames > limits.max_frames {
+                return Err(DecodeError::TooLarge {
+                    limit: limits.max_frames,
+                });
+            }
+            labels.clear();
+            for &(key, s) in &raw.labels {
+                if s != 0 {
+                    labels.push((
+                        self.string(key, "label key")?,
+                        self.string(s, "label value")?,
+                    ));
+                }
+            }
+            visit(&SampleRef {
+                index: i,
+                values: &raw.values,
+                locations: &locations,
+                labels: &labels,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, DecodeError> {
+    usize::try_from(idx)
+        .ok()
+        .and_then(|i| strings.get(i))
+        .copied()
+        .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
+}
+
+/// Walks the top level of an uncompressed profile and resolves its tables. Samples
+/// are only located here; [`Decoder::samples`] parses them.
+pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
+    let mut sample_type_fields: Vec<&[u8]> = Vec::new();
+    let mut samples: Vec<&[u8]> = Vec::new();
+    let mut location_fields: Vec<&[u8]> = Vec::new();
+    let mut function_fields: Vec<&[u8]> = Vec::new();
+    let mut strings: Vec<&str> = Vec::new();
+    let mut default_sample_type: i64 = 0;
+    let mut time_nanos: i64 = 0;
+
+    let mut r = Reader::new(bytes, "Profile");
+    while r.more() {
+        let (tag, wt) = r.key()?;
+        match tag {
+            1 => sample_type_fields.push(r.message(wt)?),
+            2 => samples.push(r.message(wt)?),
+            3 => {
+                let m = r.message(wt)?;
+                varint_message(m, "Mapping", 10, RECURSION_LIMIT - 1)?;
+            }
+            4 => location_fields.push(r.message(wt)?),
+            5 => function_fields.push(r.message(wt)?),
+            6 => {
+                let b = r.message(wt)?;
+                let s = std::str::from_utf8(b).map_err(|_| {
+                    wire(
+                        "Profile.string_table",
+                        "invalid string value: data is not UTF-8 encoded",
+                    )
+                })?;
+                strings.push(s);
+            }
+            9 => time_nanos = r.scalar(wt)? as i64,
+            14 => default_sample_type = r.scalar(wt)? as i64,
+            7 | 8 | 10 | 12 | 15 => drop(r.scalar(wt)?),
+            11 => {
+                let m = r.message(wt)?;
+                varint_message(m, "ValueType", 2, RECURSION_LIMIT - 1)?;
+            }
+            13 => r.repeated(wt, drop)?,
+            _ => r.skip(wt, tag, RECURSION_LIMIT)?,
+        }
+    }
+
+    // Sample types are tiny; parse them all before any check, like the rest of the
+    // wire structure.
+    let mut raw_types = Vec::with_capacity(sample_type_fields.len());
+    for m in &sample_type_fields {
+        raw_types.push(varint_message(m, "ValueType", 2, RECURSION_LIMIT - 1)?);
+    }
+    let sample_types = raw_types
+        .iter()
+        .map(|&[t, u]| {
+            Ok(ValueType {
+                kind: string_at(&strings, t as i64, "sample type")?.to_owned(),
+                unit: string_at(&strings, u as i64, "sample unit")?.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    if sample_types.is_empty() && !samples.is_empty() {
+        return Err(invalid("samples present but no sample types"));
+    }
+    let default_sample_type = if default_sample_type == 0 {
+        None
+    } else {
+        let name = string_at(&strings, default_sample_type, "default sample type")?;
+        sample_types.iter().position(|t| t.kind == name)
+    };
+
+    // Functions: wire id -> interned name index.
+    let mut raw_functions = Vec::with_capacity(function_fields.len());
+    let mut max_id = 0;
+    for m in &function_fields {
+        let [id, name] = varint_message(m, "Function", 5, RECURSION_LIMIT - 1)?;
+        max_id = max_id.max(id);
+        raw_functions.push((id, name as i64));
+    }
+    let mut functions: Vec<String> = Vec::with_capacity(raw_functions.len());
+    let mut by_name: HashMap<&str, u32> = HashMap::with_capacity(raw_functions.len());
+    let mut func_ids = IdMap::for_ids(max_id, raw_functions.len());
+    for &(id, name) in &raw_functions {
+        if id == 0 {
+            return Err(invalid("function with id 0"));
+        }
+        let name = string_at(&strings, name, "function name")?;
+        let idx = match by_name.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = u32_of(functions.len(), "functions")?;
+                functions.push(name.to_owned());
+                by_name.insert(name, i);
+                i
+            }
+        };
+        if !func_ids.insert(id, idx) {
+            return Err(invalid(format!("duplicate function id {id}")));
+        }
+    }
+
+    // Locations: wire id -> index; each location's lines expanded innermost first.
+    // Their wire structure is checked before any of their references, as before.
+    let mut lines: Vec<u64> = Vec::new();
+    let mut all_lines: Vec<u64> = Vec::with_capacity(location_fields.len() * 2);
+    let mut raw_locations = Vec::with_capacity(location_fields.len());
+    let mut max_id = 0;
+    for m in &location_fields {
+        let (id, address) = location(m, &mut lines)?;
+        max_id = max_id.max(id);
+        let start = all_lines.len();
+        all_lines.extend_from_slice(&lines);
+        raw_locations.push((id, address, start, all_lines.len()));
+    }
+    // Names made up for unsymbolised locations are owned, so they get their own map.
+    let mut address_names: HashMap<String, u32> = HashMap::new();
+    let mut loc_ids = IdMap::for_ids(max_id, raw_locations.len());
+    let mut loc_ranges = Vec::with_capacity(raw_locations.len());
+    let mut loc_frames = Vec::with_capacity(all_lines.len().max(raw_locations.len()));
+    for &(id, address, a, b) in &raw_locations {
+        if id == 0 {
+            return Err(invalid("location with id 0"));
+        }
+        let start = u32_of(loc_frames.len(), "frames")?;
+        if a == b {
+            // An unsymbolised location: named by its address, as pprof prints it.
+            let name = format!("{address:016x}");
+            let idx = match by_name.get(name.as_str()).or(address_names.get(&name)) {
+                Some(&i) => i,
+                None => {
+                    let i = u32_of(functions.len(), "functions")?;
+                    functions.push(name.clone());
+                    address_names.insert(name, i);
+                    i
+                }
+            };
+            loc_frames.push(idx);
+        }
+        for &function_id in &all_lines[a..b] {
+            let idx = func_ids.get(function_id).ok_or_else(|| {
+                invalid(format!(
+                    "location {id} refers to unknown function {function_id}"
+                ))
+            })?;
+            loc_frames.push(idx);
+        }
+        let end = u32_of(loc_frames.len(), "frames")?;
+        let idx = u32_of(loc_ranges.len(), "locations")?;
+        loc_ranges.push((start, end));
+        if !loc_ids.insert(id, idx) {
+            return Err(invalid(format!("duplicate location id {id}")));
+        }
+    }
+
+    Ok(Decoder {
+        sample_types,
+        default_sample_type,
+        functions,
+        time_nanos,
+        loc_ranges,
+        loc_frames,
+        strings,
+        samples,
+        loc_ids,
+    })
+}
+
+/// Gives a wire error precedence over a reference error found by the fast path.
+///
+/// The fast path checks references as it goes, so a payload that is both inconsistent
+/// and malformed further on could otherwise report the inconsistency. Decoding the
+/// whole message with prost on that (rare, already failing) path keeps the verdict
+/// the same as decoding first and resolving after.
+pub fn wire_error_first<T>(bytes: &[u8], result: Result<T, DecodeError>) -> Result<T, DecodeError> {
+    match result {
+        Err(DecodeError::Invalid(_) | DecodeError::TooLarge { .. }) => {
+            use prost::Message;
+            if let Err(e) = super::profile::pb::Profile::decode(bytes) {
+                return Err(DecodeError::Protobuf(e.to_string()));
+            }
+            result
+        }
+        other => other,
+    }
+}
