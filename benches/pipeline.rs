@@ -3,8 +3,8 @@
 //!
 //! The profiles are the ones `scripts/bench` compares with `go tool pprof`: a heap
 //! profile of 200,000 samples over 20,000 functions, stacks up to 36 deep, and a
-//! goroutine profile of 20,000 distinct stacks. `BENCH_SCALE` (a divisor, default 1)
-//! shrinks both for a quick run.
+//! goroutine profile of 20,000 distinct stacks. `BENCH_SCALE` (a divisor, default 1
+//! under `cargo bench`, 100 under `cargo test`) shrinks both.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -38,11 +38,18 @@ fn input(name: &'static str, kind: SynthKind, samples: usize, functions: usize) 
 }
 
 fn inputs() -> (Input, Input) {
+    // `cargo test --all-targets` runs each benchmark once, unoptimised, without
+    // `--bench`: a hundredth of the size keeps that smoke check cheap.
+    let default = if std::env::args().any(|a| a == "--bench") {
+        1
+    } else {
+        100
+    };
     let scale: usize = std::env::var("BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|&s| s > 0)
-        .unwrap_or(1);
+        .unwrap_or(default);
     (
         input(
             "heap-200k",
@@ -84,7 +91,7 @@ fn pipeline(c: &mut Criterion) {
                 let d = stream::open(black_box(&p.raw)).expect("decodes");
                 let index = d.default_index().unwrap_or(0);
                 let mut acc = FunctionAccumulator::new(d.functions.len(), &[index]);
-                d.samples(limits, |s| acc.add(s.values, d.frames(s.locations)))
+                d.samples(limits, |s| acc.add(s.values, s.frames.iter().copied()))
                     .expect("decodes");
                 acc.finish(&d.functions).rows.len()
             })

@@ -68,7 +68,7 @@ impl<'a> Reader<'a> {
 
     /// A base-128 varint of at most ten bytes whose tenth byte is 0 or 1, as prost
     /// reads them (non-minimal encodings included).
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
         let buf = self.buf;
         let mut pos = self.pos;
@@ -349,6 +349,9 @@ pub struct SampleRef<'s> {
     pub values: &'s [i64],
     /// Location indices (into `Decoder::loc_ranges`), leaf first.
     pub locations: &'s [u32],
+    /// The stack as function indices, leaf first, inlined calls expanded innermost
+    /// first (the locations' frames laid end to end).
+    pub frames: &'s [u32],
     /// String labels (key, value); numeric labels are not included.
     pub labels: &'s [(&'s str, &'s str)],
 }
@@ -400,6 +403,7 @@ impl Decoder<'_> {
         let n_types = self.sample_types.len();
         let mut raw = RawSample::default();
         let mut locations: Vec<u32> = Vec::new();
+        let mut frames: Vec<u32> = Vec::new();
         let mut labels: Vec<(&str, &str)> = Vec::new();
         let mut total_frames: u64 = 0;
         for (i, bytes) in self.samples.iter().enumerate() {
@@ -411,6 +415,7 @@ impl Decoder<'_> {
                 )));
             }
             locations.clear();
+            frames.clear();
             for &id in &raw.location_ids {
                 let idx = self.loc_ids.get(id).ok_or_else(|| {
                     invalid(format!("sample {i} refers to unknown location {id}"))
@@ -418,6 +423,11 @@ impl Decoder<'_> {
                 let (a, b) = self.loc_ranges[idx as usize];
                 total_frames += u64::from(b - a);
                 locations.push(idx);
+                if b - a == 1 {
+                    frames.push(self.loc_frames[a as usize]);
+                } else {
+                    frames.extend_from_slice(&self.loc_frames[a as usize..b as usize]);
+                }
             }
             if total_frames > limits.max_frames {
                 return Err(DecodeError::TooLarge {
@@ -437,6 +447,7 @@ impl Decoder<'_> {
                 index: i,
                 values: &raw.values,
                 locations: &locations,
+                frames: &frames,
                 labels: &labels,
             });
         }
