@@ -15,7 +15,6 @@ use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::aggregate::FunctionTable;
 use crate::aggregate::functions::FunctionAccumulator;
 use crate::config::{Format, InspectArgs};
 use crate::decode::stream::{self, Decoder};
@@ -174,13 +173,17 @@ fn fetch(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
         .to_vec())
 }
 
+/// (function, flat, cum) per function.
+type Rows = Vec<(String, i64, i64)>;
+
 /// Decodes `raw` and aggregates it by function for the sample type `pick` chooses,
-/// one sample at a time, straight from the wire.
+/// one sample at a time, straight from the wire: the sample type, the total, and
+/// (name, flat, cum) per function.
 fn aggregate(
     source: &str,
     raw: &[u8],
     pick: impl FnOnce(&Decoder<'_>) -> Result<usize, InspectError>,
-) -> Result<(ValueType, FunctionTable), InspectError> {
+) -> Result<(ValueType, i64, Rows), InspectError> {
     let err = |error| InspectError::Decode {
         source_name: source.to_owned(),
         error,
@@ -201,13 +204,15 @@ fn aggregate(
     let mut acc = FunctionAccumulator::new(d.functions.len(), &[index]);
     let done = d.samples(limits, |s| acc.add(s.values, s.frames.iter().copied()));
     stream::wire_error_first(raw, done).map_err(err)?;
-    Ok((d.sample_types[index].clone(), acc.finish(&d.functions)))
+    let vt = d.sample_types[index].clone();
+    let (total, rows) = acc.into_one_type(d.functions, 0);
+    Ok((vt, total, rows))
 }
 
 /// Builds the report for `args`.
 pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
     let raw = load(&args.source, args)?;
-    let (vt, table) = aggregate(&args.source, &raw, |d| match &args.sample_index {
+    let (vt, mut total, rows) = aggregate(&args.source, &raw, |d| match &args.sample_index {
         Some(name) => d.sample_index(name).ok_or_else(|| {
             InspectError::SampleType(format!(
                 "sample type {name:?} not in profile (it has: {})",
@@ -224,39 +229,43 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
     })?;
     drop(raw);
 
-    // name -> (flat, cum)
-    let mut rows: HashMap<String, (i64, i64)> = table
-        .rows
-        .into_iter()
-        .filter(|r| r.present[0])
-        .map(|r| (r.name, (r.flat[0], r.cum[0])))
-        .collect();
-    let mut total = table.totals[0];
-    if let Some(base_src) = &args.base {
-        let raw = load(base_src, args)?;
-        let (_, bt) = aggregate(base_src, &raw, |d| {
-            d.sample_index(&vt.kind).ok_or_else(|| {
-                InspectError::SampleType(format!("base profile has no sample type {:?}", vt.kind))
-            })
-        })?;
-        for r in bt.present_in(0) {
-            let e = rows.entry(r.name.clone()).or_default();
-            e.0 -= r.flat[0];
-            e.1 -= r.cum[0];
+    let entry = |(function, flat, cum)| FunctionEntry {
+        function,
+        flat,
+        cum,
+    };
+    let mut functions: Vec<FunctionEntry> = match &args.base {
+        None => rows.into_iter().map(entry).collect(),
+        Some(base_src) => {
+            let raw = load(base_src, args)?;
+            let (_, base_total, base_rows) = aggregate(base_src, &raw, |d| {
+                d.sample_index(&vt.kind).ok_or_else(|| {
+                    InspectError::SampleType(format!(
+                        "base profile has no sample type {:?}",
+                        vt.kind
+                    ))
+                })
+            })?;
+            // name -> (flat, cum)
+            let mut by_name: HashMap<String, (i64, i64)> = rows
+                .into_iter()
+                .map(|(name, flat, cum)| (name, (flat, cum)))
+                .collect();
+            for (name, flat, cum) in base_rows {
+                let e = by_name.entry(name).or_default();
+                e.0 -= flat;
+                e.1 -= cum;
+            }
+            total -= base_total;
+            // A function whose samples cancel out exactly has nothing to show, and
+            // pprof, which merges the base into the profile first, does not list it.
+            by_name
+                .into_iter()
+                .filter(|(_, (f, c))| *f != 0 || *c != 0)
+                .map(|(name, (flat, cum))| entry((name, flat, cum)))
+                .collect()
         }
-        total -= bt.totals[0];
-        // A function whose samples cancel out exactly has nothing to show, and pprof,
-        // which merges the base into the profile first, does not list it either.
-        rows.retain(|_, (f, c)| *f != 0 || *c != 0);
-    }
-    let mut functions: Vec<FunctionEntry> = rows
-        .into_iter()
-        .map(|(function, (flat, cum))| FunctionEntry {
-            function,
-            flat,
-            cum,
-        })
-        .collect();
+    };
     functions.sort_by(|a, b| {
         b.flat
             .unsigned_abs()

@@ -140,6 +140,24 @@ impl FunctionAccumulator {
         }
     }
 
+    /// For the sample type at position `j` of `types` only: its total and the
+    /// (name, flat, cum) of every function present for it, taking the names (the
+    /// profile's function names, by index) rather than copying them.
+    pub fn into_one_type(self, names: Vec<String>, j: usize) -> (i64, Vec<(String, i64, i64)>) {
+        let k = self.types.len();
+        let total = self.totals.get(j).copied().unwrap_or(0);
+        if j >= k {
+            return (total, Vec::new());
+        }
+        let rows = names
+            .into_iter()
+            .enumerate()
+            .filter(|(f, _)| self.present[f * k + j])
+            .map(|(f, name)| (name, self.flat[f * k + j], self.cum[f * k + j]))
+            .collect();
+        (total, rows)
+    }
+
     /// The table, with `names` (the profile's function names, by index) for its rows.
     pub fn finish(self, names: &[String]) -> FunctionTable {
         let k = self.types.len();
