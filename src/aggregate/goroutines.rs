@@ -8,6 +8,7 @@
 //! and builds (addresses and line numbers do not enter it).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::decode::Profile;
 
@@ -28,8 +29,9 @@ pub struct StackGroup {
     pub id: StackId,
     /// The blocking call site: see the module documentation.
     pub function: String,
-    /// Function names, leaf first.
-    pub frames: Vec<String>,
+    /// Function names, leaf first; shared with every other stack through the same
+    /// function, so a profile's names are allocated once, not once per frame.
+    pub frames: Vec<Arc<str>>,
     /// Goroutines on this stack.
     pub count: i64,
     /// Values of the promoted goroutine labels, in the order they were asked for
@@ -154,12 +156,12 @@ pub fn stack_id<'a>(frames: impl IntoIterator<Item = &'a str>) -> StackId {
 /// The stack as text, root first, `;`-separated (the folded-stack convention), cut
 /// to at most `max_len` bytes by dropping frames from the root end, which is the
 /// least specific part; a cut stack starts with `...;`.
-pub fn stack_text(frames_leaf_first: &[String], max_len: usize) -> String {
-    let root_first = |frames: &[String]| {
+pub fn stack_text<S: AsRef<str>>(frames_leaf_first: &[S], max_len: usize) -> String {
+    let root_first = |frames: &[S]| {
         frames
             .iter()
             .rev()
-            .map(String::as_str)
+            .map(AsRef::as_ref)
             .collect::<Vec<_>>()
             .join(";")
     };
@@ -171,7 +173,7 @@ pub fn stack_text(frames_leaf_first: &[String], max_len: usize) -> String {
     let mut kept = 0;
     let mut len = 0;
     for f in frames_leaf_first {
-        let add = f.len() + usize::from(kept > 0);
+        let add = f.as_ref().len() + usize::from(kept > 0);
         if len + add > budget {
             break;
         }
@@ -193,6 +195,10 @@ fn bounded_label_value(v: &str) -> String {
     v[..end].to_owned()
 }
 
+fn names_of(profile: &Profile, f: u32) -> &str {
+    profile.functions[f as usize].as_str()
+}
+
 /// Groups a goroutine profile by stack. `promote` names goroutine labels whose values
 /// split the groups further (and are reported with them).
 pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
@@ -200,14 +206,19 @@ pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
     let mut total = 0i64;
     let value_index = profile.default_index().unwrap_or(0);
     let mut names: Vec<&str> = Vec::new();
+    let mut stack: Vec<u32> = Vec::new();
+    // Shared names, made on first use: a stack group holds references, not copies.
+    let mut shared: Vec<Option<Arc<str>>> = vec![None; profile.functions.len()];
     for s in 0..profile.sample_count() {
         let count = profile.values(s).get(value_index).copied().unwrap_or(0);
         total = total.wrapping_add(count);
+        stack.clear();
+        stack.extend(profile.stack(s));
         names.clear();
         names.extend(
-            profile
-                .stack(s)
-                .map(|f| profile.functions[f as usize].as_str()),
+            stack
+                .iter()
+                .map(|&f| profile.functions[f as usize].as_str()),
         );
         let id = stack_id(names.iter().copied());
         let labels: Vec<String> = promote
@@ -227,7 +238,14 @@ pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
             .or_insert_with_key(|(id, labels)| StackGroup {
                 id: *id,
                 function: blocking_function(&names).to_owned(),
-                frames: names.iter().map(|n| (*n).to_owned()).collect(),
+                frames: stack
+                    .iter()
+                    .map(|&f| {
+                        shared[f as usize]
+                            .get_or_insert_with(|| Arc::from(names_of(profile, f)))
+                            .clone()
+                    })
+                    .collect(),
                 count,
                 labels: labels.clone(),
             });
@@ -320,7 +338,8 @@ mod tests {
         assert_eq!(plain.stacks.len(), 1);
         assert_eq!(plain.stacks[0].count, 8);
         assert_eq!(plain.stacks[0].function, "main.worker");
-        assert_eq!(plain.stacks[0].frames, ["runtime.gopark", "main.worker"]);
+        let frames: Vec<&str> = plain.stacks[0].frames.iter().map(AsRef::as_ref).collect();
+        assert_eq!(frames, ["runtime.gopark", "main.worker"]);
 
         let split = by_stack(&p, &["pool".to_owned(), "absent".to_owned()]);
         let counts: Vec<_> = split
