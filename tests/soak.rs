@@ -177,6 +177,7 @@ fn soak_churning_and_restarting_target() {
     let mut fds: Vec<(Duration, u64)> = Vec::new();
     let mut series: Vec<u64> = Vec::new();
     let mut reaction = Duration::ZERO;
+    let mut last_report = 0;
     while started.elapsed() < duration {
         if last_restart.elapsed() >= RESTART_EVERY {
             // Same port, new process: nothing of the old one may stay visible.
@@ -246,6 +247,16 @@ fn soak_churning_and_restarting_target() {
         rss_kib.push((at, status_kib(pid, "VmRSS:")));
         fds.push((at, open_fds(pid)));
         series.push(m.samples.len() as u64);
+        if at.as_secs() / 60 > last_report {
+            last_report = at.as_secs() / 60;
+            eprintln!(
+                "soak {}s: {steps} steps, {restarts} restarts, RSS {} KiB, {} fds, {} series",
+                at.as_secs(),
+                rss_kib.last().unwrap().1,
+                fds.last().unwrap().1,
+                series.last().unwrap()
+            );
+        }
     }
 
     // Warm-up: the first fifth of the run (allocator pools, HTTP connections, the first
