@@ -2,7 +2,8 @@
 //!
 //! Endpoints:
 //! - `GET /metrics`: every target's last snapshot plus self-metrics, in the Prometheus
-//!   text format. Encoded once per refresh (after each scrape), not per request.
+//!   text format. Encoded after scrapes (on the blocking pool, at most every 100 ms),
+//!   not per request.
 //! - `GET /healthz`: `ok` while the process serves.
 //! - `GET /`: a landing page linking the endpoints, with the current top functions and
 //!   stacks of each target as plain HTML tables.
@@ -39,7 +40,12 @@ pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Hub {
     targets: Vec<Arc<Mutex<TargetSnapshot>>>,
     encoded: RwLock<Bytes>,
+    dirty: tokio::sync::Notify,
 }
+
+/// Shortest time between two encodings: with many targets finishing profiles one after
+/// another, their refresh requests fold into one encoding.
+pub const REFRESH_GAP: Duration = Duration::from_millis(100);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock must not stop the exporter from serving.
@@ -52,8 +58,9 @@ impl Hub {
         let hub = Self {
             targets,
             encoded: RwLock::new(Bytes::new()),
+            dirty: tokio::sync::Notify::new(),
         };
-        hub.refresh();
+        hub.refresh_now();
         hub
     }
 
@@ -65,13 +72,38 @@ impl Hub {
             .clone()
     }
 
-    /// Re-encodes the exposition from the current snapshots.
+    /// Asks for a new encoding after a snapshot changed; [`Hub::run_refresher`] does it
+    /// off the thread that serves requests, folding requests that arrive meanwhile.
     pub fn refresh(&self) {
-        let guards: Vec<_> = self.targets.iter().map(|t| lock(t)).collect();
-        let encoded = encode_snapshots(true, guards.iter().map(|g| &**g));
-        drop(guards);
+        self.dirty.notify_one();
+    }
+
+    /// Re-encodes the exposition from the current snapshots, now. Each target's lock is
+    /// held only while its own series are copied.
+    pub fn refresh_now(&self) {
+        let encoded = encode_snapshots(true, self.targets.iter().map(|t| lock(t)));
         if !encoded.is_empty() {
             *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = encoded;
+        }
+    }
+
+    /// Encodes on the blocking pool whenever a refresh was asked for, at most once per
+    /// [`REFRESH_GAP`], until `shutdown` changes.
+    pub async fn run_refresher(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.dirty.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            let hub = self.clone();
+            if tokio::task::spawn_blocking(move || hub.refresh_now())
+                .await
+                .is_err()
+            {
+                // The encoder panicked: the previous exposition stays; keep going.
+                tracing::error!("encoding /metrics failed; serving the previous exposition");
+            }
+            tokio::time::sleep(REFRESH_GAP).await;
         }
     }
 
@@ -132,9 +164,9 @@ impl Hub {
 /// Encodes target snapshots (their self-metrics and profile families), and with
 /// `build_info` the exporter's build info, in the text format. Empty only if encoding
 /// failed, which is logged.
-pub fn encode_snapshots<'a>(
+pub fn encode_snapshots<S: std::ops::Deref<Target = TargetSnapshot>>(
     build_info: bool,
-    snapshots: impl IntoIterator<Item = &'a TargetSnapshot>,
+    snapshots: impl IntoIterator<Item = S>,
 ) -> Bytes {
     let mut families = Families::default();
     if build_info {
@@ -152,6 +184,7 @@ pub fn encode_snapshots<'a>(
         );
     }
     for snap in snapshots {
+        let snap = &*snap;
         for f in self_families(snap) {
             families.push_family(Some(&snap.label), &f);
         }

@@ -202,6 +202,7 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
         prober,
         security,
     };
+    let refresher = tokio::spawn(ctx.hub.clone().run_refresher(stop_rx.clone()));
     let server = tokio::spawn(expose::serve(listener, ctx, stop_rx, DRAIN));
 
     wait_for_signal().await;
@@ -212,6 +213,7 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
         t.abort();
     }
     let _ = server.await;
+    refresher.abort();
     info!("stopped");
     ExitCode::SUCCESS
 }

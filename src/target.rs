@@ -351,6 +351,7 @@ pub fn process(
         }
         ProfileKind::GoroutineLeak => {
             let summary = aggregate::by_stack(&profile, &[]);
+            refuse_negative_counts(&summary)?;
             let (families, dropped) = aggregate::leaked_families(&summary, &cfg.limits);
             Ok(Processed::families(families, dropped))
         }
@@ -361,6 +362,7 @@ pub fn process(
                 ));
             }
             let summary: GoroutineSummary = aggregate::by_stack(&profile, &cfg.promoted_labels);
+            refuse_negative_counts(&summary)?;
             let (families, dropped) =
                 aggregate::goroutine_families(&summary, &cfg.promoted_label_names, &cfg.limits);
             let stacks = summary
@@ -392,6 +394,24 @@ pub fn process(
             })
         }
     }
+}
+
+/// The Go runtime never writes a negative goroutine count; a profile that has one is
+/// not what it claims to be, and a negative gauge would mislead every sum over it.
+fn refuse_negative_counts(summary: &GoroutineSummary) -> Result<(), DecodeError> {
+    if let Some(g) = summary.stacks.iter().find(|g| g.count < 0) {
+        return Err(DecodeError::NotAProfile(format!(
+            "invalid goroutine profile: negative count ({}) for {}",
+            g.count, g.function
+        )));
+    }
+    if summary.total < 0 {
+        return Err(DecodeError::NotAProfile(format!(
+            "invalid goroutine profile: negative total ({})",
+            summary.total
+        )));
+    }
+    Ok(())
 }
 
 /// What one collection produced.

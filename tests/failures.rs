@@ -232,10 +232,7 @@ fn hostile_profile(case: &str, goroutine: bool) -> Option<Vec<u8>> {
             w.locations[0].0 = 0;
             w.samples[0].0 = vec![0, 2];
         }
-        // Heap values only: a goroutine profile with negative counts is still served
-        // as it is.
-        "proto-negative" if !goroutine => w.samples[0].1 = vec![-5; n_types],
-        "proto-negative" => {}
+        "proto-negative" => w.samples[0].1 = vec![-5; n_types],
         "proto-extra-values" => w.samples[0].1 = vec![1; n_types + 1],
         "proto-empty" => return Some(gzip(&[])),
         _ => return None,
@@ -622,8 +619,6 @@ enum Expect {
     /// `pprof_up 0`, heap and goroutine failing with this reason, and a log line
     /// containing the text.
     Down(&'static str, &'static str),
-    /// Like `Down`, but only the heap profile fails.
-    HeapDown(&'static str, &'static str),
     /// Accepted: `pprof_up 1` (the fault is in a part the exporter does not use).
     Up,
     /// `pprof_up 1`; the optional text profile fails with this reason, and a log line
@@ -713,7 +708,7 @@ const PROTO_FAULTS: &[(&str, Expect)] = &[
     ),
     ("proto-extra-values", Expect::Down("decode", "values for")),
     ("proto-empty", Expect::Down("decode", "sample type")),
-    ("proto-negative", Expect::HeapDown("decode", "negative")),
+    ("proto-negative", Expect::Down("decode", "negative")),
     // Mappings are not used, and `go tool pprof` also accepts a location whose
     // mapping id is unknown (it leaves the mapping unset).
     ("proto-mapping-ref", Expect::Up),
@@ -787,9 +782,7 @@ fn run_faults(list: &[(&str, Expect)]) {
         let unsettled: Vec<&str> = cases
             .iter()
             .filter(|(url, e)| !match e {
-                Expect::Down(reason, _) | Expect::HeapDown(reason, _) => {
-                    errors(m, url, reason) >= 3.0
-                }
+                Expect::Down(reason, _) => errors(m, url, reason) >= 3.0,
                 Expect::Up => m.get("pprof_up", &[("target", url)]) == Some(1.0),
                 Expect::ProfileFails(profile, reason, _) => {
                     m.sum(
@@ -834,13 +827,9 @@ fn run_faults(list: &[(&str, Expect)]) {
     for (url, expect) in &cases {
         let t = ("target", url.as_str());
         match *expect {
-            Expect::Down(reason, text) | Expect::HeapDown(reason, text) => {
+            Expect::Down(reason, text) => {
                 assert_eq!(m.get("pprof_up", &[t]), Some(0.0), "{url}");
-                let profiles: &[&str] = match expect {
-                    Expect::HeapDown(..) => &["heap"],
-                    _ => &["heap", "goroutine"],
-                };
-                for &profile in profiles {
+                for profile in ["heap", "goroutine"] {
                     let p = ("profile", profile);
                     assert!(
                         m.sum("pprof_scrape_errors_total", &[t, p, ("reason", reason)]) >= 1.0,
@@ -860,9 +849,7 @@ fn run_faults(list: &[(&str, Expect)]) {
                     0,
                     "{url}: per-function series from a failed target"
                 );
-                if profiles.len() == 2 {
-                    assert_eq!(m.select("pprof_goroutines", &[t]).count(), 0);
-                }
+                assert_eq!(m.select("pprof_goroutines", &[t]).count(), 0);
                 // One log line per profile for the whole failure streak, with the cause.
                 let lines: Vec<&str> = log
                     .lines()
@@ -880,7 +867,7 @@ fn run_faults(list: &[(&str, Expect)]) {
                         .next();
                     *per_profile.entry(profile.unwrap().to_owned()).or_default() += 1;
                 }
-                for profile in profiles {
+                for profile in ["heap", "goroutine"] {
                     assert!(
                         per_profile.contains_key(&format!("\"{profile}\"")),
                         "{url}: {per_profile:?}"
