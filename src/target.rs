@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::aggregate::goroutines::StackId;
 use crate::aggregate::{self, Dropped, Family, GoroutineSummary, HeapSummary, Kind, Limits};
-use crate::decode::{self, DecodeError, profile::DecodeLimits};
+use crate::decode::{self, DecodeError, profile::DecodeLimits, stream};
 use crate::expose::Hub;
 use crate::process::{PidSource, ProcessError, ProcessWatcher};
 use crate::scrape::{FetchError, Fetcher};
@@ -333,11 +333,19 @@ pub fn process(
     if !decode::is_gzip(body) && raw.first() == Some(&b'<') {
         return Err(DecodeError::NotAProfile(decode::describe_payload(&raw)));
     }
-    let profile = decode::decode_profile(&raw, DecodeLimits::default())?;
+    // Samples are aggregated as they are read off the wire: a profile of a million
+    // tiny samples costs the aggregation, not a copy of every sample.
+    let limits = DecodeLimits::default();
     match kind {
         ProfileKind::Heap => {
-            let summary = HeapSummary::from_profile(&profile)
-                .map_err(|e| DecodeError::NotAProfile(e.to_string()))?;
+            let summary = read_stream(&raw, |d| {
+                HeapSummary::from_stream(d, limits).map_err(|e| match e {
+                    aggregate::heap::StreamError::Decode(e) => e,
+                    aggregate::heap::StreamError::NotHeap(e) => {
+                        DecodeError::NotAProfile(e.to_string())
+                    }
+                })
+            })?;
             let (families, dropped) = summary.families(&cfg.limits);
             let heap = summary
                 .top_inuse(10)
@@ -350,18 +358,20 @@ pub fn process(
             })
         }
         ProfileKind::GoroutineLeak => {
-            let summary = aggregate::by_stack(&profile, &[]);
+            let summary = read_stream(&raw, |d| goroutines_from_stream(d, &[], limits))?;
             refuse_negative_counts(&summary)?;
             let (families, dropped) = aggregate::leaked_families(&summary, &cfg.limits);
             Ok(Processed::families(families, dropped))
         }
         _ => {
-            if profile.sample_index("goroutine").is_none() {
-                return Err(DecodeError::NotAProfile(
-                    "not a goroutine profile: no \"goroutine\" sample type".into(),
-                ));
-            }
-            let summary: GoroutineSummary = aggregate::by_stack(&profile, &cfg.promoted_labels);
+            let summary: GoroutineSummary = read_stream(&raw, |d| {
+                if d.sample_index("goroutine").is_none() {
+                    return Err(DecodeError::NotAProfile(
+                        "not a goroutine profile: no \"goroutine\" sample type".into(),
+                    ));
+                }
+                goroutines_from_stream(d, &cfg.promoted_labels, limits)
+            })?;
             refuse_negative_counts(&summary)?;
             let (families, dropped) =
                 aggregate::goroutine_families(&summary, &cfg.promoted_label_names, &cfg.limits);
@@ -378,12 +388,17 @@ pub fn process(
                     )
                 })
                 .collect();
+            // Promoted labels split one stack into several groups; the streak is per stack.
             let mut counts: Vec<(StackId, String, i64)> = Vec::with_capacity(summary.stacks.len());
+            let mut position: HashMap<StackId, usize> =
+                HashMap::with_capacity(summary.stacks.len());
             for g in &summary.stacks {
-                // Promoted labels split one stack into several groups; the streak is per stack.
-                match counts.iter_mut().find(|(id, _, _)| *id == g.id) {
-                    Some(c) => c.2 += g.count,
-                    None => counts.push((g.id, g.function.clone(), g.count)),
+                match position.get(&g.id) {
+                    Some(&i) => counts[i].2 += g.count,
+                    None => {
+                        position.insert(g.id, counts.len());
+                        counts.push((g.id, g.function.clone(), g.count));
+                    }
                 }
             }
             Ok(Processed {
@@ -394,6 +409,40 @@ pub fn process(
             })
         }
     }
+}
+
+/// Opens an uncompressed profile and runs `f` over it. A malformed message is reported
+/// as such even when `f` found another problem first, as a decode-then-check would.
+fn read_stream<T>(
+    raw: &[u8],
+    f: impl FnOnce(&stream::Decoder<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    match stream::open(raw).and_then(|d| f(&d)) {
+        Err(e @ DecodeError::NotAProfile(_)) => {
+            match stream::wire_error_first(raw, Err::<(), _>(DecodeError::Invalid(String::new()))) {
+                Err(wire @ DecodeError::Protobuf(_)) => Err(wire),
+                _ => Err(e),
+            }
+        }
+        other => stream::wire_error_first(raw, other),
+    }
+}
+
+/// Groups a goroutine profile's samples by stack as they are read.
+fn goroutines_from_stream(
+    d: &stream::Decoder<'_>,
+    promote: &[String],
+    limits: DecodeLimits,
+) -> Result<GoroutineSummary, DecodeError> {
+    let value_index = d.default_index().unwrap_or(0);
+    let mut acc = aggregate::goroutines::StackAccumulator::new(&d.functions, promote);
+    d.samples(limits, |s| {
+        let count = s.values.get(value_index).copied().unwrap_or(0);
+        acc.add(count, s.frames, |key| {
+            s.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        });
+    })?;
+    Ok(acc.finish())
 }
 
 /// The Go runtime never writes a negative goroutine count; a profile that has one is

@@ -145,6 +145,38 @@ fn check_live(go: Go) {
     );
     assert_eq!(exp.get("/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(exp.get("/nope").0, 404);
+
+    // Asked for gzip, as Prometheus does, /metrics is the same exposition compressed.
+    // Two reads in a row may straddle a refresh, so retry until they agree.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut resp = agent
+            .get(&format!("{}/metrics", exp.url))
+            .header("Accept-Encoding", "gzip")
+            .call()
+            .unwrap();
+        assert_eq!(resp.headers()["content-encoding"], "gzip");
+        let compressed = resp.body_mut().read_to_vec().unwrap();
+        let mut plain = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&compressed[..]),
+            &mut plain,
+        )
+        .unwrap();
+        let (_, direct) = exp.get("/metrics");
+        assert!(compressed.len() * 4 < plain.len(), "gzip shrinks the text");
+        if plain == direct {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gzip body never matched"
+        );
+    }
 }
 
 #[test]

@@ -195,54 +195,58 @@ fn bounded_label_value(v: &str) -> String {
     v[..end].to_owned()
 }
 
-fn names_of(profile: &Profile, f: u32) -> &str {
-    profile.functions[f as usize].as_str()
+/// Groups goroutine samples by stack (and promoted label values) as they are read,
+/// from a decoded [`Profile`] or straight off the wire.
+pub struct StackAccumulator<'p> {
+    groups: HashMap<(StackId, Vec<String>), StackGroup>,
+    total: i64,
+    functions: &'p [String],
+    promote: &'p [String],
+    names: Vec<&'p str>,
+    // Shared names, made on first use: a stack group holds references, not copies.
+    shared: Vec<Option<Arc<str>>>,
 }
 
-/// Groups a goroutine profile by stack. `promote` names goroutine labels whose values
-/// split the groups further (and are reported with them).
-pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
-    let mut groups: HashMap<(StackId, Vec<String>), StackGroup> = HashMap::new();
-    let mut total = 0i64;
-    let value_index = profile.default_index().unwrap_or(0);
-    let mut names: Vec<&str> = Vec::new();
-    let mut stack: Vec<u32> = Vec::new();
-    // Shared names, made on first use: a stack group holds references, not copies.
-    let mut shared: Vec<Option<Arc<str>>> = vec![None; profile.functions.len()];
-    for s in 0..profile.sample_count() {
-        let count = profile.values(s).get(value_index).copied().unwrap_or(0);
-        total = total.wrapping_add(count);
-        stack.clear();
-        stack.extend(profile.stack(s));
-        names.clear();
-        names.extend(
-            stack
-                .iter()
-                .map(|&f| profile.functions[f as usize].as_str()),
-        );
-        let id = stack_id(names.iter().copied());
-        let labels: Vec<String> = promote
+impl<'p> StackAccumulator<'p> {
+    /// An empty accumulator over a profile's function names.
+    pub fn new(functions: &'p [String], promote: &'p [String]) -> Self {
+        Self {
+            groups: HashMap::new(),
+            total: 0,
+            functions,
+            promote,
+            names: Vec::new(),
+            shared: vec![None; functions.len()],
+        }
+    }
+
+    /// Adds one sample: its goroutine count, its stack as function indices (leaf
+    /// first), and a lookup of its string labels.
+    pub fn add<'l>(&mut self, count: i64, stack: &[u32], label: impl Fn(&str) -> Option<&'l str>) {
+        self.total = self.total.wrapping_add(count);
+        self.names.clear();
+        let functions = self.functions;
+        self.names
+            .extend(stack.iter().map(|&f| functions[f as usize].as_str()));
+        let id = stack_id(self.names.iter().copied());
+        let labels: Vec<String> = self
+            .promote
             .iter()
-            .map(|key| {
-                profile
-                    .labels(s)
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| bounded_label_value(v))
-                    .unwrap_or_default()
-            })
+            .map(|key| label(key).map(bounded_label_value).unwrap_or_default())
             .collect();
-        groups
+        let names = &self.names;
+        let shared = &mut self.shared;
+        self.groups
             .entry((id, labels))
             .and_modify(|g| g.count = g.count.wrapping_add(count))
             .or_insert_with_key(|(id, labels)| StackGroup {
                 id: *id,
-                function: blocking_function(&names).to_owned(),
+                function: blocking_function(names).to_owned(),
                 frames: stack
                     .iter()
                     .map(|&f| {
                         shared[f as usize]
-                            .get_or_insert_with(|| Arc::from(names_of(profile, f)))
+                            .get_or_insert_with(|| Arc::from(functions[f as usize].as_str()))
                             .clone()
                     })
                     .collect(),
@@ -250,14 +254,42 @@ pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
                 labels: labels.clone(),
             });
     }
-    let mut stacks: Vec<StackGroup> = groups.into_values().collect();
-    stacks.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(a.id.cmp(&b.id))
-            .then_with(|| a.labels.cmp(&b.labels))
-    });
-    GoroutineSummary { total, stacks }
+
+    /// The groups, most goroutines first.
+    pub fn finish(self) -> GoroutineSummary {
+        let mut stacks: Vec<StackGroup> = self.groups.into_values().collect();
+        stacks.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.id.cmp(&b.id))
+                .then_with(|| a.labels.cmp(&b.labels))
+        });
+        GoroutineSummary {
+            total: self.total,
+            stacks,
+        }
+    }
+}
+
+/// Groups a goroutine profile by stack. `promote` names goroutine labels whose values
+/// split the groups further (and are reported with them).
+pub fn by_stack(profile: &Profile, promote: &[String]) -> GoroutineSummary {
+    let value_index = profile.default_index().unwrap_or(0);
+    let mut acc = StackAccumulator::new(&profile.functions, promote);
+    let mut stack: Vec<u32> = Vec::new();
+    for s in 0..profile.sample_count() {
+        let count = profile.values(s).get(value_index).copied().unwrap_or(0);
+        stack.clear();
+        stack.extend(profile.stack(s));
+        let labels = profile.labels(s);
+        acc.add(count, &stack, |key| {
+            labels
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        });
+    }
+    acc.finish()
 }
 
 #[cfg(test)]

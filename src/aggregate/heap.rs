@@ -4,8 +4,22 @@
 //! rate). `alloc_*` grow for the life of the process, so they are exposed as counters;
 //! `inuse_*` are gauges.
 
+use super::functions::FunctionAccumulator;
 use super::{Dropped, Family, FunctionTable, Kind, Limits, OTHER, by_function, limit};
-use crate::decode::Profile;
+use crate::decode::profile::DecodeLimits;
+use crate::decode::stream::Decoder;
+use crate::decode::{DecodeError, Profile};
+
+/// Why a heap profile read off the wire cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The bytes are not a valid profile.
+    #[error("{0}")]
+    Decode(DecodeError),
+    /// A valid profile, but not a usable heap profile.
+    #[error("{0}")]
+    NotHeap(NotAHeapProfile),
+}
 
 /// The heap sample types, in the order a [`HeapSummary`] holds them.
 pub const HEAP_TYPES: [&str; 4] = [
@@ -51,7 +65,25 @@ impl HeapSummary {
                 .sample_index(name)
                 .ok_or(NotAHeapProfile::MissingType(name))?;
         }
-        let table = by_function(profile, &idx);
+        Self::from_table(by_function(profile, &idx))
+    }
+
+    /// Aggregates a heap profile by function as its samples are read off the wire,
+    /// without materialising them.
+    pub fn from_stream(d: &Decoder<'_>, limits: DecodeLimits) -> Result<Self, StreamError> {
+        let mut idx = [0usize; 4];
+        for (slot, name) in idx.iter_mut().zip(HEAP_TYPES) {
+            *slot = d
+                .sample_index(name)
+                .ok_or(StreamError::NotHeap(NotAHeapProfile::MissingType(name)))?;
+        }
+        let mut acc = FunctionAccumulator::new(d.functions.len(), &idx);
+        d.samples(limits, |s| acc.add(s.values, s.frames.iter().copied()))
+            .map_err(StreamError::Decode)?;
+        Self::from_table(acc.finish(&d.functions)).map_err(StreamError::NotHeap)
+    }
+
+    fn from_table(table: FunctionTable) -> Result<Self, NotAHeapProfile> {
         let negative = |kind: usize, function: &str, value: i64| NotAHeapProfile::Negative {
             kind: HEAP_TYPES[kind],
             function: function.to_owned(),
