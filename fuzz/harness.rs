@@ -12,6 +12,7 @@ use pprof_exporter::aggregate::{self, Family, HeapSummary, Limits};
 use pprof_exporter::decode::profile::DecodeLimits;
 use pprof_exporter::decode::{self, goroutine_text, memstats};
 use pprof_exporter::process;
+use pprof_exporter::target::{self, ProfileKind, TargetConfig};
 
 /// One fuzz target's code.
 pub type Target = fn(&[u8]);
@@ -47,31 +48,96 @@ fn check_bounded(families: &[Family], per_family: usize) {
     }
 }
 
+/// How the exporter is configured for the fuzz inputs: small limits, one promoted
+/// goroutine label.
+fn config() -> TargetConfig {
+    TargetConfig {
+        url: "http://127.0.0.1:6060".parse().expect("static URL"),
+        path_prefix: "/debug/pprof".into(),
+        heap_gc: false,
+        interval: std::time::Duration::from_secs(15),
+        limits: limits(),
+        max_decompressed_bytes: MAX_INFLATED,
+        promoted_labels: vec!["worker".to_owned()],
+        promoted_label_names: vec!["label_worker"],
+        leak_interval: None,
+        states_interval: None,
+        states_max: 10_000,
+        memstats_interval: None,
+        process: None,
+        proc_root: "/proc".into(),
+    }
+}
+
 /// A protobuf profile (gzip or plain) through decoding and every aggregation the
-/// exporter and `inspect` run on heap, goroutine and goroutine-leak profiles.
+/// exporter and `inspect` run on heap, goroutine and goroutine-leak profiles: the
+/// exporter's own path (samples aggregated off the wire) and the materialised
+/// `Profile`, which must agree whenever both accept the input.
 pub fn profile(data: &[u8]) {
+    let cfg = config();
+    let limits = limits();
+    let streamed: Vec<(ProfileKind, Option<Vec<Family>>)> = [
+        ProfileKind::Heap,
+        ProfileKind::Goroutine,
+        ProfileKind::GoroutineLeak,
+    ]
+    .into_iter()
+    .map(|kind| {
+        let families = target::process(kind, data, &cfg).ok().map(|p| p.families);
+        if let Some(f) = &families {
+            check_bounded(f, limits.top + 1);
+        }
+        (kind, families)
+    })
+    .collect();
     let Ok(raw) = decode::gunzip_bounded(data, MAX_INFLATED) else {
         return;
     };
     let Ok(p) = decode::decode_profile(&raw, DecodeLimits::default()) else {
         return;
     };
-    let limits = limits();
     let all: Vec<usize> = (0..p.sample_types.len()).collect();
     let table = aggregate::by_function(&p, &all);
     assert_eq!(table.totals.len(), all.len());
     let _ = p.default_index();
+    let from_stream = |kind: ProfileKind| {
+        streamed
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, f)| f.clone())
+    };
     if let Ok(heap) = HeapSummary::from_profile(&p) {
         let (families, _) = heap.families(&limits);
         // Flat families fold the rest into one "(other)" series; cum ones drop it.
         check_bounded(&families, limits.top + 1);
         assert!(heap.top_inuse(2).len() <= 2);
+        if let Some(s) = from_stream(ProfileKind::Heap) {
+            assert_eq!(
+                s, families,
+                "streamed and materialised heap aggregation differ"
+            );
+        }
     }
-    let summary = aggregate::by_stack(&p, &["worker".to_owned()]);
-    let (families, _) = aggregate::goroutine_families(&summary, &["label_worker"], &limits);
+    let summary = aggregate::by_stack(&p, &cfg.promoted_labels);
+    let (families, _) = aggregate::goroutine_families(&summary, &cfg.promoted_label_names, &limits);
     check_bounded(&families, limits.top + 1);
+    if let Some(s) = from_stream(ProfileKind::Goroutine) {
+        // The exporter adds nothing else to a goroutine profile's families here (the
+        // growth streak is added by the per-target loop).
+        assert_eq!(
+            s, families,
+            "streamed and materialised goroutine aggregation differ"
+        );
+    }
     let (families, _) = aggregate::leaked_families(&summary, &limits);
     check_bounded(&families, limits.top + 1);
+    if let Some(s) = from_stream(ProfileKind::GoroutineLeak) {
+        let (plain, _) = aggregate::leaked_families(&aggregate::by_stack(&p, &[]), &limits);
+        assert_eq!(
+            s, plain,
+            "streamed and materialised leak aggregation differ"
+        );
+    }
     for g in summary.stacks.iter().take(8) {
         let text = aggregate::goroutines::stack_text(&g.frames, limits.stack_text);
         assert!(text.len() <= limits.stack_text.max(4), "{text:?}");
