@@ -520,15 +520,15 @@ impl DaemonArgs {
             out.push(ResolvedTarget { url, http });
             Ok(())
         };
+        // The file's targets, as written (user info included), with their settings.
         let mut entries: Vec<(Url, HttpSettings)> = Vec::new();
         for e in &file.targets {
-            let url = parse_target(&e.url)?;
             let http = HttpSettings {
                 bearer_token_file: e.bearer_token_file.clone(),
                 basic_auth: e.basic_auth.clone(),
                 tls_config: e.tls_config.clone(),
             };
-            entries.push((split_userinfo(&url).0, http));
+            entries.push((parse_target(&e.url)?, http));
         }
         let mut flag_urls: Vec<Url> = self.targets.clone();
         if flag_urls.is_empty() && entries.is_empty() && self.probe_allow.is_empty() {
@@ -537,19 +537,17 @@ impl DaemonArgs {
         for url in flag_urls {
             // A --target that the file also lists takes the file's settings.
             let clean = split_userinfo(&url).0;
-            let http = match entries.iter().position(|(u, _)| *u == clean) {
+            let http = match entries
+                .iter()
+                .position(|(u, _)| split_userinfo(u).0 == clean)
+            {
                 Some(i) => entries.remove(i).1,
                 None => HttpSettings::default(),
             };
             push(&mut out, url, http)?;
         }
-        for e in &file.targets {
-            let url = parse_target(&e.url)?;
-            let clean = split_userinfo(&url).0;
-            if let Some(i) = entries.iter().position(|(u, _)| *u == clean) {
-                let http = entries.remove(i).1;
-                push(&mut out, url, http)?;
-            }
+        for (url, http) in entries {
+            push(&mut out, url, http)?;
         }
         if (self.pid.is_some() || self.pid_file.is_some()) && out.len() != 1 {
             return Err("--target.pid and --target.pid-file need exactly one target".into());
@@ -644,6 +642,38 @@ mod tests {
         assert_eq!(parse_prefix("internal/prof/").unwrap(), "/internal/prof");
         assert_eq!(parse_prefix("/debug/pprof").unwrap(), "/debug/pprof");
         assert!(parse_prefix("/a?b").is_err());
+    }
+
+    #[test]
+    fn flag_and_file_targets_merge() {
+        let file = TargetFile::parse(
+            b"targets:\n  - url: http://a:1\n    bearer_token_file: /t\n  - url: http://u:p@b:2\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["x", "--target", "c:3", "--target", "a:1"]).unwrap();
+        let t = cli.daemon.resolve_targets(&file).unwrap();
+        let urls: Vec<&str> = t.iter().map(|t| t.url.as_str()).collect();
+        assert_eq!(urls, ["http://c:3/", "http://a:1/", "http://b:2/"]);
+        assert_eq!(t[0].http, HttpSettings::default());
+        assert_eq!(t[1].http.bearer_token_file, Some(PathBuf::from("/t")));
+        let auth = t[2].http.basic_auth.as_ref().unwrap();
+        assert_eq!(
+            (
+                auth.username.as_str(),
+                auth.password.as_ref().unwrap().0.as_str()
+            ),
+            ("u", "p")
+        );
+        // No default target beside file targets; a target listed twice is an error.
+        let none = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(none.daemon.resolve_targets(&file).unwrap().len(), 2);
+        let twice = TargetFile::parse(b"targets:\n  - url: http://a:1\n  - url: a:1\n").unwrap();
+        assert!(
+            none.daemon
+                .resolve_targets(&twice)
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 
     #[test]
