@@ -141,9 +141,10 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
-    /// Checks the settings without reading secrets: exclusive options, pairs that
-    /// belong together, and that named PEM files parse (a broken CA file should stop
-    /// the exporter at start-up, not fail every scrape).
+    /// Checks the settings without reading any file: exclusive options and pairs that
+    /// belong together. The PEM files are read and checked once, when the target's
+    /// [`Fetcher`] is built at start-up (a broken CA file stops the exporter there,
+    /// rather than failing every scrape).
     pub fn validate(&self) -> Result<(), String> {
         if self.bearer_token_file.is_some() && self.basic_auth.is_some() {
             return Err("bearer_token_file and basic_auth are mutually exclusive".into());
@@ -159,13 +160,6 @@ impl HttpSettings {
         let t = &self.tls_config;
         if t.cert_file.is_some() != t.key_file.is_some() {
             return Err("tls_config: cert_file and key_file go together".into());
-        }
-        if let Some(ca) = &t.ca_file {
-            tls::read_certs(ca)?;
-        }
-        if let (Some(c), Some(k)) = (&t.cert_file, &t.key_file) {
-            tls::read_certs(c)?;
-            tls::read_key(k)?;
         }
         Ok(())
     }
@@ -242,15 +236,20 @@ impl Fetcher {
         let mut builder = reqwest::Client::builder();
         let t = &settings.tls_config;
         if let Some(ca) = &t.ca_file {
-            let pem = tls::read_bounded(ca, tls::MAX_PEM_BYTES)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            let certs = tls::read_certs(ca)?
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("{}: {e}", ca.display()))?;
             builder = builder.tls_certs_only(certs);
         }
         if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
             let mut pem = tls::read_bounded(cert, tls::MAX_PEM_BYTES)?;
+            tls::certs_in(cert, &pem)?;
+            let key_pem = tls::read_bounded(key, tls::MAX_PEM_BYTES)?;
+            tls::key_in(key, &key_pem)?;
             pem.push(b'\n');
-            pem.extend(tls::read_bounded(key, tls::MAX_PEM_BYTES)?);
+            pem.extend(key_pem);
             let identity = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
             builder = builder.identity(identity);

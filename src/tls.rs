@@ -51,8 +51,12 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
 
 /// Every certificate in a PEM file (at least one).
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_bounded(path, MAX_PEM_BYTES)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    certs_in(path, &read_bounded(path, MAX_PEM_BYTES)?)
+}
+
+/// Every certificate in `pem`, the content of `path` (at least one).
+pub fn certs_in(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: invalid PEM: {e}", path.display()))?;
     if certs.is_empty() {
@@ -63,8 +67,12 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) in a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read_bounded(path, MAX_PEM_BYTES)?;
-    PrivateKeyDer::from_pem_slice(&pem)
+    key_in(path, &read_bounded(path, MAX_PEM_BYTES)?)
+}
+
+/// The first private key in `pem`, the content of `path`.
+pub fn key_in(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(pem)
         .map_err(|e| format!("{}: no usable private key: {e}", path.display()))
 }
 
