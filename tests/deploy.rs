@@ -279,14 +279,6 @@ fn run_ok(cmd: &mut Command) -> String {
     text
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn get_json(url: &str) -> Value {
     let (status, body) = http_get(url);
     assert_eq!(status, 200, "GET {url}: {body}");

@@ -544,14 +544,6 @@ fn serve_connection(mut stream: TcpStream) {
     }
 }
 
-/// A port with nothing listening: bind, note the port, close.
-fn dead_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
-}
-
 // ---------------------------------------------------------------------------------
 // Observations.
 
@@ -607,10 +599,6 @@ fn vm_hwm(pid: u32) -> u64 {
 fn assert_no_panic(exp: &Exporter) {
     let log = exp.proc.output();
     assert!(!log.contains("panicked"), "the exporter panicked:\n{log}");
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// How a faulty target must show up.

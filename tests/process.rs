@@ -32,15 +32,6 @@ fn reason<T: std::fmt::Debug>(r: Result<T, ProcessError>) -> &'static str {
     }
 }
 
-/// A port nobody listens on: bound once by the OS, then released.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn finds_go_program_by_port_and_reads_its_memory() {
     let Some(t) = Leaky::start(Go::V127, &[]) else {

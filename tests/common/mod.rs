@@ -286,6 +286,25 @@ impl Exporter {
     }
 }
 
+/// A port nobody listens on: bound once by the OS, then released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The URL of a port nobody listens on: a target that refuses connections.
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// The `p` quantile (0..=1) of sorted durations, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 /// A plain HTTP GET with a timeout; returns the status and body (empty on error).
 pub fn http_get(url: &str) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
