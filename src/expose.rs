@@ -45,6 +45,8 @@ pub struct Hub {
     /// The exposition, plain and gzip-compressed (Prometheus asks for gzip).
     encoded: RwLock<(Bytes, Bytes)>,
     dirty: tokio::sync::Notify,
+    /// Fleet mode, whose own counters are part of the exposition.
+    prober: std::sync::OnceLock<Arc<Prober>>,
 }
 
 /// gzip-compresses an exposition at the fastest level: text of this kind shrinks about
@@ -89,6 +91,7 @@ impl Hub {
             targets,
             encoded: RwLock::new((Bytes::new(), Bytes::new())),
             dirty: tokio::sync::Notify::new(),
+            prober: std::sync::OnceLock::new(),
         };
         hub.refresh_now();
         hub
@@ -112,6 +115,12 @@ impl Hub {
             .clone()
     }
 
+    /// Adds fleet mode's counters to the exposition (once, at start-up).
+    pub fn set_prober(&self, prober: Arc<Prober>) {
+        let _ = self.prober.set(prober);
+        self.refresh_now();
+    }
+
     /// Asks for a new encoding after a snapshot changed; [`Hub::run_refresher`] does it
     /// off the thread that serves requests, folding requests that arrive meanwhile.
     pub fn refresh(&self) {
@@ -121,7 +130,12 @@ impl Hub {
     /// Re-encodes the exposition from the current snapshots, now. Each target's lock is
     /// held only while its own series are copied.
     pub fn refresh_now(&self) {
-        let encoded = encode_snapshots(true, self.targets.iter().map(|t| lock(t)));
+        let extra = self
+            .prober
+            .get()
+            .map(|p| p.self_families())
+            .unwrap_or_default();
+        let encoded = encode_snapshots(true, &extra, self.targets.iter().map(|t| lock(t)));
         if !encoded.is_empty() {
             let compressed = gzip(&encoded);
             *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = (encoded, compressed);
@@ -203,10 +217,12 @@ impl Hub {
 }
 
 /// Encodes target snapshots (their self-metrics and profile families), and with
-/// `build_info` the exporter's build info, in the text format. Empty only if encoding
+/// `build_info` the exporter's build info, plus `extra` families without a target
+/// label, in the text format. Empty only if encoding
 /// failed, which is logged.
 pub fn encode_snapshots<S: std::ops::Deref<Target = TargetSnapshot>>(
     build_info: bool,
+    extra: &[Family],
     snapshots: impl IntoIterator<Item = S>,
 ) -> Bytes {
     let mut families = Families::default();
@@ -223,6 +239,9 @@ pub fn encode_snapshots<S: std::ops::Deref<Target = TargetSnapshot>>(
                 }],
             },
         );
+    }
+    for f in extra {
+        families.push_family(None, f);
     }
     for snap in snapshots {
         let snap = &*snap;
@@ -479,8 +498,7 @@ async fn route<B>(ctx: &WebContext, req: &Request<B>) -> Response<Full<Bytes>> {
                 .get(ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(accepts_gzip);
-            let probing = ctx.prober.as_ref().is_some_and(|p| p.enabled());
-            if gzip_ok && !probing {
+            if gzip_ok {
                 let mut resp = response(StatusCode::OK, TEXT_FORMAT, ctx.hub.metrics_gzip());
                 resp.headers_mut()
                     .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -488,16 +506,7 @@ async fn route<B>(ctx: &WebContext, req: &Request<B>) -> Response<Full<Bytes>> {
                     .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
                 return resp;
             }
-            let body = ctx.hub.metrics();
-            match &ctx.prober {
-                Some(p) if p.enabled() => {
-                    let mut all = Vec::with_capacity(body.len() + 512);
-                    all.extend_from_slice(&body);
-                    all.extend_from_slice(p.self_metrics().as_bytes());
-                    response(StatusCode::OK, TEXT_FORMAT, all)
-                }
-                _ => response(StatusCode::OK, TEXT_FORMAT, body),
-            }
+            response(StatusCode::OK, TEXT_FORMAT, ctx.hub.metrics())
         }
         "/probe" => {
             let Some(prober) = &ctx.prober else {
@@ -514,7 +523,10 @@ async fn route<B>(ctx: &WebContext, req: &Request<B>) -> Response<Full<Bytes>> {
                 .and_then(|v| v.parse::<f64>().ok())
                 .filter(|v| v.is_finite() && *v > 0.0 && *v < 86_400.0)
                 .map(Duration::from_secs_f64);
-            match prober.probe(req.uri().query(), scrape_timeout).await {
+            let outcome = prober.probe(req.uri().query(), scrape_timeout).await;
+            // The probe counters changed.
+            ctx.hub.refresh();
+            match outcome {
                 ProbeResponse::Metrics(body) => response(StatusCode::OK, TEXT_FORMAT, body),
                 ProbeResponse::BadRequest(m) => {
                     response(StatusCode::BAD_REQUEST, PLAIN, format!("{m}\n"))

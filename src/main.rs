@@ -202,6 +202,9 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
         .local_addr()
         .map_or_else(|_| args.listen.to_string(), |a| a.to_string());
     info!(address = %address, tls = security.tls.is_some(), basic_auth = security.auth.is_some(), "serving");
+    if let Some(p) = &prober {
+        hub.set_prober(p.clone());
+    }
     let ctx = WebContext {
         hub,
         prober,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use url::Url;
 
+use crate::aggregate::{Family, Kind};
 use crate::config::{AllowPattern, parse_target};
 use crate::scrape::Fetcher;
 use crate::target::{TargetConfig, TargetSnapshot, TargetState};
@@ -215,7 +216,7 @@ impl Prober {
             .state
             .cycle(&entry.snapshot, Some(deadline), || {}, None)
             .await;
-        let body = crate::expose::encode_snapshots(false, [&*lock(&entry.snapshot)]);
+        let body = crate::expose::encode_snapshots(false, &[], [&*lock(&entry.snapshot)]);
         entry.cached = Some((Instant::now(), body.clone()));
         (ProbeResponse::Metrics(body), false)
     }
@@ -270,21 +271,23 @@ impl Prober {
         Ok(entry)
     }
 
-    /// `pprof_probe_requests_total` and `pprof_probe_targets` for the exporter's own
-    /// /metrics, in the text format.
-    pub fn self_metrics(&self) -> String {
-        let mut out = String::from(
-            "# HELP pprof_probe_requests_total Requests to /probe by outcome: scraped, cached (answered from the cache), bad_request, forbidden (not allowed by --probe.allow), busy.\n# TYPE pprof_probe_requests_total counter\n",
+    /// `pprof_probe_requests_total` and `pprof_probe_targets`, for the exporter's own
+    /// /metrics.
+    pub fn self_families(&self) -> Vec<Family> {
+        let mut requests = Family::new(
+            "pprof_probe_requests_total",
+            Kind::Counter,
+            "Requests to /probe by outcome: scraped, cached (answered from the cache), bad_request, forbidden (not allowed by --probe.allow), busy.",
         );
         for (outcome, n) in lock(&self.outcomes).iter() {
-            out.push_str(&format!(
-                "pprof_probe_requests_total{{outcome=\"{outcome}\"}} {n}\n"
-            ));
+            requests.push(vec![("outcome", (*outcome).to_owned())], *n as f64);
         }
-        out.push_str(&format!(
-            "# HELP pprof_probe_targets Probe targets whose state is kept.\n# TYPE pprof_probe_targets gauge\npprof_probe_targets {}\n",
-            lock(&self.slots).len()
-        ));
-        out
+        let mut targets = Family::new(
+            "pprof_probe_targets",
+            Kind::Gauge,
+            "Probe targets whose state is kept.",
+        );
+        targets.push(Vec::new(), lock(&self.slots).len() as f64);
+        vec![requests, targets]
     }
 }

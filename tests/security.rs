@@ -546,12 +546,17 @@ fn fleet_probes_are_allow_listed_cached_and_bounded() {
         assert_eq!(status, 400, "/probe{q}");
     }
 
-    // An HA pair probing b at the same moment costs b one scrape.
-    let before = exporter.metrics();
+    // An HA pair probing b at the same moment costs b one scrape. The counters reach
+    // /metrics with the next encoding, so wait for the requests so far to show.
     let outcome = |m: &Metrics, o: &str| {
         m.get("pprof_probe_requests_total", &[("outcome", o)])
-            .unwrap()
+            .unwrap_or(-1.0)
     };
+    let before = exporter.wait_for(WAIT, "the probes so far counted", |m| {
+        outcome(m, "scraped") == 2.0
+            && outcome(m, "forbidden") == 3.0
+            && outcome(m, "bad_request") == 4.0
+    });
     let url_b = format!("{}/probe?target={}", exporter.url, host_port(&b.url));
     let pair: Vec<_> = (0..2)
         .map(|_| {
@@ -562,7 +567,10 @@ fn fleet_probes_are_allow_listed_cached_and_bounded() {
     let bodies: Vec<(u16, String)> = pair.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(bodies.iter().all(|(s, _)| *s == 200));
     assert_eq!(bodies[0].1, bodies[1].1, "both got the same scrape");
-    let after = exporter.metrics();
+    let after = exporter.wait_for(WAIT, "the pair counted", |m| {
+        outcome(m, "scraped") + outcome(m, "cached")
+            == outcome(&before, "scraped") + outcome(&before, "cached") + 2.0
+    });
     assert_eq!(
         outcome(&after, "scraped") - outcome(&before, "scraped"),
         1.0
