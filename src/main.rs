@@ -47,8 +47,18 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Inspect(args)) => match inspect::report(&args) {
             Ok(report) => {
-                print!("{}", inspect::render(&report, args.format, args.top));
-                ExitCode::SUCCESS
+                let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+                let written = inspect::render_to(&mut out, &report, args.format, args.top)
+                    .and_then(|()| std::io::Write::flush(&mut out));
+                match written {
+                    Ok(()) => ExitCode::SUCCESS,
+                    // A reader that went away (`| head`) is not a failure.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("pprof-exporter inspect: writing the report: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("pprof-exporter inspect: {e}");

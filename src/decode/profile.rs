@@ -58,8 +58,8 @@ pub struct Profile {
     pub functions: Vec<String>,
     /// When the profile was taken, in nanoseconds since the Unix epoch (0 if unset).
     pub time_nanos: i64,
-    /// Per location: the range of `loc_frames` holding its expanded frames.
-    loc_ranges: Vec<(u32, u32)>,
+    /// Per location, and one past the last: where its frames start in `loc_frames`.
+    loc_starts: Vec<u32>,
     /// Function indices of every location's lines, innermost first.
     loc_frames: Vec<u32>,
     /// Per sample: the range of `sample_locs` holding its locations, leaf first.
@@ -96,7 +96,10 @@ impl Profile {
         self.sample_locs[start as usize..end as usize]
             .iter()
             .flat_map(move |&loc| {
-                let (s, e) = self.loc_ranges[loc as usize];
+                let (s, e) = (
+                    self.loc_starts[loc as usize],
+                    self.loc_starts[loc as usize + 1],
+                );
                 self.loc_frames[s as usize..e as usize].iter().copied()
             })
     }
@@ -163,7 +166,7 @@ fn build(bytes: &[u8], limits: DecodeLimits) -> Result<Profile, DecodeError> {
         default_sample_type: d.default_sample_type,
         functions: d.functions,
         time_nanos: d.time_nanos,
-        loc_ranges: d.loc_ranges,
+        loc_starts: d.loc_starts,
         loc_frames: d.loc_frames,
         sample_ranges,
         sample_locs,
@@ -249,13 +252,13 @@ fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeErro
 
     // Locations: wire id -> index; each location's lines expanded innermost first.
     let mut loc_ids: HashMap<u64, u32> = HashMap::with_capacity(raw.location.len());
-    let mut loc_ranges = Vec::with_capacity(raw.location.len());
+    let mut loc_starts = Vec::with_capacity(raw.location.len() + 1);
     let mut loc_frames = Vec::with_capacity(raw.location.len());
+    loc_starts.push(0);
     for loc in &raw.location {
         if loc.id == 0 {
             return Err(invalid("location with id 0"));
         }
-        let start = u32_of(loc_frames.len(), "frames")?;
         if loc.line.is_empty() {
             // An unsymbolised location: named by its address, as pprof prints it.
             let name = format!("{:016x}", loc.address);
@@ -279,9 +282,8 @@ fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeErro
             })?;
             loc_frames.push(idx);
         }
-        let end = u32_of(loc_frames.len(), "frames")?;
-        let idx = u32_of(loc_ranges.len(), "locations")?;
-        loc_ranges.push((start, end));
+        let idx = u32_of(loc_starts.len() - 1, "locations")?;
+        loc_starts.push(u32_of(loc_frames.len(), "frames")?);
         if loc_ids.insert(loc.id, idx).is_some() {
             return Err(invalid(format!("duplicate location id {}", loc.id)));
         }
@@ -306,7 +308,7 @@ fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeErro
             let idx = *loc_ids
                 .get(id)
                 .ok_or_else(|| invalid(format!("sample {i} refers to unknown location {id}")))?;
-            let (a, b) = loc_ranges[idx as usize];
+            let (a, b) = (loc_starts[idx as usize], loc_starts[idx as usize + 1]);
             total_frames += u64::from(b - a);
             sample_locs.push(idx);
         }
@@ -336,7 +338,7 @@ fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeErro
         default_sample_type,
         functions,
         time_nanos: raw.time_nanos,
-        loc_ranges,
+        loc_starts,
         loc_frames,
         sample_ranges,
         sample_locs,
