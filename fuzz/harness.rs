@@ -56,6 +56,7 @@ fn config() -> TargetConfig {
         path_prefix: "/debug/pprof".into(),
         heap_gc: false,
         interval: std::time::Duration::from_secs(15),
+        target_budget: 0.01,
         limits: limits(),
         max_decompressed_bytes: MAX_INFLATED,
         promoted_labels: vec!["worker".to_owned()],

@@ -94,6 +94,15 @@ pub struct DaemonArgs {
           default_value = "15s", value_parser = parse_duration)]
     pub scrape_interval: Duration,
 
+    /// Largest share of the target's time this exporter may take, per profile: a
+    /// profile that took d to fetch is fetched again no sooner than d / budget later
+    /// (at most ten intervals later), however short --scrape.interval is. At the
+    /// default 0.01, a goroutine profile that takes 50 ms to serve is fetched at most
+    /// every 5 s. 0 turns the guard off.
+    #[arg(long = "scrape.target-budget", env = "PPROF_EXPORTER_SCRAPE_TARGET_BUDGET",
+          default_value = "0.01", value_parser = parse_budget)]
+    pub target_budget: f64,
+
     /// Time limit for one profile fetch, body included.
     #[arg(long = "scrape.timeout", env = "PPROF_EXPORTER_SCRAPE_TIMEOUT",
           default_value = "10s", value_parser = parse_duration)]
@@ -299,6 +308,16 @@ pub fn parse_target(s: &str) -> Result<Url, String> {
         return Err(format!("target {s:?} must not have a query or fragment"));
     }
     Ok(url)
+}
+
+/// A share of time: a number from 0 (off) up to, not including, 1.
+pub fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a share of time: give a number from 0 (off) to below 1, e.g. 0.01"
+        )),
+    }
 }
 
 /// Parses a duration such as `15s`, `500ms`, `2m`, `1h` (or `1m30s`); zero is refused.
@@ -589,6 +608,17 @@ impl DaemonArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets() {
+        assert_eq!(parse_budget("0.01"), Ok(0.01));
+        assert_eq!(parse_budget("0"), Ok(0.0));
+        for bad in ["", "1", "1.5", "-0.1", "NaN", "inf", "1%", "x"] {
+            assert!(parse_budget(bad).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from(["pprof-exporter"]).unwrap();
+        assert_eq!(cli.daemon.target_budget, 0.01);
+    }
 
     #[test]
     fn durations() {

@@ -379,6 +379,11 @@ fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
         Kind::Counter,
         "Collections skipped on purpose, e.g. a debug=2 dump while the goroutine count is above --goroutine.states-max.",
     );
+    let mut spacing = Family::new(
+        "pprof_scrape_interval_seconds",
+        Kind::Gauge,
+        "Time between fetches of this profile: its interval, or longer while --scrape.target-budget spaces out a profile that is slow to serve.",
+    );
     let mut size = Family::new(
         "pprof_profile_size_bytes",
         Kind::Gauge,
@@ -406,6 +411,9 @@ fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
             let n = status.errors.get(reason).copied().unwrap_or(0);
             errors.push(vec![p(), ("reason", reason.to_owned())], n as f64);
         }
+        if let Some(g) = status.spacing {
+            spacing.push(vec![p()], g.as_secs_f64());
+        }
         if let Some(s) = status.size {
             size.push(vec![p()], s as f64);
         }
@@ -423,7 +431,9 @@ fn self_families(snap: &TargetSnapshot) -> Vec<Family> {
             dropped.push(vec![("metric", (*metric).to_owned())], *n as f64);
         }
     }
-    vec![up, success, duration, errors, skipped, size, last, dropped]
+    vec![
+        up, success, duration, errors, skipped, spacing, size, last, dropped,
+    ]
 }
 
 fn response(

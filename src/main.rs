@@ -137,6 +137,7 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
         path_prefix: args.path_prefix.clone(),
         heap_gc: args.heap_gc,
         interval: args.scrape_interval,
+        target_budget: args.target_budget,
         limits: Limits {
             top: args.top.get(),
             stack_text: args.stack_text_bytes.get(),

@@ -119,6 +119,9 @@ pub struct TargetConfig {
     pub heap_gc: bool,
     /// Time between cycles.
     pub interval: Duration,
+    /// Largest share of the target's time a profile may take (0 = no limit): see
+    /// [`TargetConfig::next_fetch_after`].
+    pub target_budget: f64,
     /// Output limits.
     pub limits: Limits,
     /// Decompression bound.
@@ -168,6 +171,19 @@ impl TargetConfig {
         }
     }
 
+    /// How long after a fetch that took `fetch` the profile `kind` may be fetched
+    /// again: its interval, stretched to `fetch / target_budget` so the target spends
+    /// at most that share of its time serving it, but never past ten intervals.
+    pub fn next_fetch_after(&self, kind: ProfileKind, fetch: Duration) -> Duration {
+        let interval = self.interval_of(kind).unwrap_or(self.interval);
+        if self.target_budget <= 0.0 || kind == ProfileKind::Process {
+            return interval;
+        }
+        let spaced = Duration::try_from_secs_f64(fetch.as_secs_f64() / self.target_budget)
+            .unwrap_or(Duration::MAX);
+        spaced.min(interval.saturating_mul(10)).max(interval)
+    }
+
     /// The kinds this target collects.
     pub fn kinds(&self) -> Vec<ProfileKind> {
         ProfileKind::ALL
@@ -208,6 +224,11 @@ pub struct ProfileStatus {
     pub skipped: BTreeMap<&'static str, u64>,
     /// False once the target answered 404 for an optional profile.
     pub unsupported: bool,
+    /// Time from the last fetch to the next: the interval, or longer when the fetch
+    /// was slow enough for `--scrape.target-budget` to space fetches out.
+    pub spacing: Option<Duration>,
+    /// Whether the first spacing-out has been logged.
+    pub spaced_out_logged: bool,
 }
 
 /// Top entries shown on the landing page.
@@ -527,6 +548,7 @@ impl TargetState {
             self.next_due
                 .insert(kind, now + interval.saturating_sub(cfg.interval / 4));
             let started = Instant::now();
+            let mut spacing = interval;
             let outcome = match kind {
                 ProfileKind::Process => {
                     let Some(w) = self.watcher.take() else {
@@ -564,15 +586,26 @@ impl TargetState {
                 {
                     Outcome::Skipped("too_many_goroutines")
                 }
-                _ => match scrape_one(&cfg, &self.fetcher, kind, deadline).await {
-                    Err(ScrapeError::Fetch(FetchError::HttpStatus { status: 404, .. }))
-                        if kind == ProfileKind::GoroutineLeak =>
-                    {
-                        self.next_due.insert(kind, now + LEAK_RECHECK);
-                        Outcome::Unsupported
+                _ => {
+                    let (result, fetch_time) =
+                        scrape_one(&cfg, &self.fetcher, kind, deadline).await;
+                    let gap = cfg.next_fetch_after(kind, fetch_time);
+                    if gap > interval {
+                        self.next_due
+                            .insert(kind, now + gap.saturating_sub(cfg.interval / 4));
                     }
-                    other => Outcome::Done(other),
-                },
+                    spacing = gap;
+                    match result {
+                        Err(ScrapeError::Fetch(FetchError::HttpStatus { status: 404, .. }))
+                            if kind == ProfileKind::GoroutineLeak =>
+                        {
+                            self.next_due.insert(kind, now + LEAK_RECHECK);
+                            spacing = LEAK_RECHECK;
+                            Outcome::Unsupported
+                        }
+                        other => Outcome::Done(other),
+                    }
+                }
             };
             let outcome = match outcome {
                 Outcome::Done(Ok((mut processed, size))) => {
@@ -594,7 +627,7 @@ impl TargetState {
                 }
                 other => other,
             };
-            record(&cfg, snapshot, kind, outcome, started.elapsed());
+            record(&cfg, snapshot, kind, outcome, started.elapsed(), spacing);
             after();
             if stop.is_some_and(|s| *s.borrow()) {
                 return false;
@@ -631,13 +664,29 @@ pub async fn run(
     }
 }
 
+/// Fetches and processes one profile; also returns how long the fetch itself took
+/// (the target's share of the work, for [`TargetConfig::next_fetch_after`]).
 async fn scrape_one(
     cfg: &Arc<TargetConfig>,
     fetcher: &Fetcher,
     kind: ProfileKind,
     deadline: Option<Instant>,
+) -> (Result<(Processed, u64), ScrapeError>, Duration) {
+    let started = Instant::now();
+    let fetched = fetcher.get_before(&cfg.profile_url(kind), deadline).await;
+    let fetch_time = started.elapsed();
+    let result = match fetched {
+        Ok(body) => process_body(cfg, kind, body).await,
+        Err(e) => Err(e.into()),
+    };
+    (result, fetch_time)
+}
+
+async fn process_body(
+    cfg: &Arc<TargetConfig>,
+    kind: ProfileKind,
+    body: bytes::Bytes,
 ) -> Result<(Processed, u64), ScrapeError> {
-    let body = fetcher.get_before(&cfg.profile_url(kind), deadline).await?;
     let size = body.len() as u64;
     let cfg2 = cfg.clone();
     let processed = tokio::task::spawn_blocking(move || process(kind, &body, &cfg2))
@@ -694,11 +743,21 @@ fn record(
     kind: ProfileKind,
     outcome: Outcome,
     elapsed: Duration,
+    spacing: Duration,
 ) {
     let mut snap = snapshot.lock().unwrap_or_else(|p| p.into_inner());
     let label = snap.label.clone();
     let snap = &mut *snap;
     let (status, families, dropped) = snap.profiles.entry(kind).or_default();
+    let interval = cfg.interval_of(kind).unwrap_or(cfg.interval);
+    // Once per profile: a fetch time that hovers around the threshold would otherwise
+    // log at every crossing.
+    if kind != ProfileKind::GoroutineLeak && spacing > interval && !status.spaced_out_logged {
+        status.spaced_out_logged = true;
+        info!(target = %label, profile = kind.label(), every = ?spacing, budget = cfg.target_budget,
+              "profile is slow to serve; fetched less often to keep within --scrape.target-budget");
+    }
+    status.spacing = Some(spacing);
     let outcome = match outcome {
         Outcome::Done(r) => r,
         Outcome::Unsupported => {
@@ -804,6 +863,55 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn slow_profiles_are_spaced_out_by_the_budget() {
+        let cfg = TargetConfig {
+            url: "http://127.0.0.1:6060".parse().unwrap(),
+            path_prefix: "/debug/pprof".into(),
+            heap_gc: false,
+            interval: Duration::from_secs(1),
+            target_budget: 0.01,
+            limits: Limits {
+                top: 10,
+                stack_text: 100,
+            },
+            max_decompressed_bytes: 1 << 20,
+            promoted_labels: Vec::new(),
+            promoted_label_names: Vec::new(),
+            leak_interval: Some(Duration::from_secs(300)),
+            states_interval: None,
+            states_max: 10_000,
+            memstats_interval: Some(Duration::from_secs(15)),
+            process: None,
+            proc_root: "/proc".into(),
+        };
+        let ms = Duration::from_millis;
+        let g = ProfileKind::Goroutine;
+        // Fast enough: the interval.
+        assert_eq!(cfg.next_fetch_after(g, ms(3)), ms(1000));
+        assert_eq!(cfg.next_fetch_after(g, ms(10)), ms(1000));
+        // 50 ms at 1%: every 5 s.
+        assert_eq!(cfg.next_fetch_after(g, ms(50)), ms(5000));
+        // Never past ten intervals, even for a fetch that timed out.
+        assert_eq!(cfg.next_fetch_after(g, ms(10_000)), ms(10_000));
+        // Each profile by its own interval.
+        assert_eq!(
+            cfg.next_fetch_after(ProfileKind::MemStats, ms(50)),
+            ms(15_000)
+        );
+        assert_eq!(
+            cfg.next_fetch_after(ProfileKind::GoroutineLeak, ms(4000)),
+            ms(400_000)
+        );
+        // Reading /proc costs the target nothing; 0 turns the guard off.
+        assert_eq!(cfg.next_fetch_after(ProfileKind::Process, ms(50)), ms(1000));
+        let off = TargetConfig {
+            target_budget: 0.0,
+            ..cfg
+        };
+        assert_eq!(off.next_fetch_after(g, ms(50)), ms(1000));
     }
 
     #[test]

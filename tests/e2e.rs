@@ -189,6 +189,58 @@ fn live_go127() {
     check_live(Go::V127);
 }
 
+/// `--scrape.target-budget`: a profile is fetched again no sooner than its fetch time
+/// divided by the budget. With a budget of one in a hundred thousand, any real fetch
+/// (over a millisecond) spaces the heap and goroutine profiles out to the cap of ten
+/// intervals, while the process stats, which cost the target nothing, stay at 1 s.
+#[test]
+fn target_budget_spaces_out_profile_fetches() {
+    let Some(leaky) = Leaky::start(Go::V127, &[]) else {
+        return;
+    };
+    let exp = Exporter::start(&[
+        "--target",
+        &leaky.url,
+        "--scrape.interval",
+        "1s",
+        "--scrape.target-budget",
+        "0.00001",
+    ]);
+    let m = exp.wait_for(WAIT, "first scrape", ready);
+    let t = leaky.url.as_str();
+    let at = |m: &Metrics, name: &str, profile: &str| {
+        m.get(name, &[("target", t), ("profile", profile)])
+    };
+    for profile in ["goroutine", "heap"] {
+        let gap = at(&m, "pprof_scrape_interval_seconds", profile).unwrap();
+        assert!(
+            (1.0..=10.0).contains(&gap) && gap > 1.0,
+            "{profile}: interval {gap}"
+        );
+    }
+    let goroutine_at = at(&m, "pprof_last_scrape_timestamp_seconds", "goroutine").unwrap();
+    // Three more process samples (one per second) come and go without a new
+    // goroutine profile.
+    let later = exp.wait_for(WAIT, "three more process samples", |m| {
+        at(m, "pprof_last_scrape_timestamp_seconds", "process")
+            .is_some_and(|p| p >= goroutine_at + 3.0)
+    });
+    assert_eq!(
+        at(&later, "pprof_last_scrape_timestamp_seconds", "goroutine"),
+        Some(goroutine_at),
+        "goroutine profile fetched again within its spaced-out interval"
+    );
+    assert_eq!(
+        at(&later, "pprof_scrape_interval_seconds", "process"),
+        Some(1.0)
+    );
+    assert!(
+        exp.proc.output().contains("fetched less often"),
+        "one log line says so: {}",
+        exp.proc.output()
+    );
+}
+
 #[test]
 fn custom_path_prefix() {
     let Some(leaky) = Leaky::start(Go::V127, &["-alt-prefix", "/internal/prof"]) else {

@@ -16,6 +16,7 @@ fn config(top: usize) -> TargetConfig {
         path_prefix: "/debug/pprof".into(),
         heap_gc: false,
         interval: std::time::Duration::from_secs(15),
+        target_budget: 0.01,
         limits: Limits {
             top,
             stack_text: 256,

@@ -231,11 +231,16 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts `pprof-exporter ARGS --web.listen-address 127.0.0.1:0` and waits until it
-    /// logs the address it serves on.
+    /// logs the address it serves on. Unless ARGS set `--scrape.target-budget`, it is
+    /// turned off, so that scrapes keep to `--scrape.interval` however slowly a busy
+    /// test machine serves profiles (tests time their waits by it).
     pub fn start(args: &[&str]) -> Exporter {
         let mut cmd = Command::new(exporter_bin());
-        cmd.args(args)
-            .args(["--web.listen-address", "127.0.0.1:0"])
+        cmd.args(args);
+        if !args.contains(&"--scrape.target-budget") {
+            cmd.args(["--scrape.target-budget", "0"]);
+        }
+        cmd.args(["--web.listen-address", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
         let (proc, line) = Proc::spawn(cmd, "serving", Duration::from_secs(30));
