@@ -69,10 +69,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Keeps glibc's allocator from holding on to memory the daemon has freed: its threads
+/// share two arenas instead of growing up to eight per core, and buffers of 128 KiB or
+/// more (profile bodies, encoded expositions) are always mapped on their own and
+/// returned when freed, instead of being carved out of an arena once the allocator's
+/// sliding threshold has grown past them. In a 10-minute run at 1 s scrapes of 10,000
+/// goroutines this kept RSS about 2 MB lower and flatter (docs/performance.md). The
+/// MALLOC_ARENA_MAX and MALLOC_MMAP_THRESHOLD_ environment variables still win.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters, and runs before the runtime
+    // starts any thread.
+    unsafe {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn run_daemon(args: DaemonArgs) -> ExitCode {
     if let Err(e) = args.validate() {
         return usage_error(&e);
     }
+    tune_allocator();
     if let Err(e) = telemetry::init(&args.log_level) {
         return usage_error(&e);
     }
