@@ -281,9 +281,9 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
     })
 }
 
-/// Decimal digits of `n`, written right to left at the end of `buf`; returns where
-/// they start.
-fn digits(mut n: u64, buf: &mut [u8; 24]) -> usize {
+/// Decimal digits of `n`, written right to left at the end of `buf` (which must have
+/// room for 20); returns where they start.
+fn digits(mut n: u64, buf: &mut [u8]) -> usize {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -335,11 +335,8 @@ fn pct_cell(line: &mut Vec<u8>, width: usize, v: i64, total: i64) {
     buf[22] = b'0' + (hundredths % 10) as u8;
     buf[21] = b'0' + (hundredths / 10 % 10) as u8;
     buf[20] = b'.';
-    let mut head = [0u8; 24];
-    let start = digits(hundredths / 100, &mut head);
-    let int_len = head.len() - start;
-    let mut i = 20 - int_len;
-    buf[i..20].copy_from_slice(&head[start..]);
+    // scaled < 1e15, so the whole part has at most 13 digits: room is left for a sign.
+    let mut i = digits(hundredths / 100, &mut buf[..20]);
     if x.is_sign_negative() {
         i -= 1;
         buf[i] = b'-';
