@@ -347,7 +347,9 @@ fn read_pid_file(path: &Path) -> Result<u32, ProcessError> {
 /// parent and child alike, and the lowest PID is usually the parent that opened it
 /// (not always, since PIDs wrap around). The others are returned in [`Listener::sharers`] for the caller to report.
 ///
-/// Errors: [`ProcessError::NoListener`] when no socket listens on the port;
+/// Errors: [`ProcessError::NoListener`] when no socket listens on the port, or when
+/// the only processes that might hold it are exiting (a killed target's socket
+/// outlives its main thread by a moment);
 /// [`ProcessError::FdsDenied`] when one does, no readable process holds it and some
 /// processes' open files were unreadable; [`ProcessError::ListenerHidden`] when one
 /// does and every visible process was checked; [`ProcessError::Io`] when neither
@@ -379,13 +381,18 @@ pub fn find_listener(proc_root: &Path, port: u16) -> Result<Listener, ProcessErr
         return Err(ProcessError::NoListener { port });
     }
     let scan = scan_holders(proc_root, &inodes)?;
-    choose_holder(port, scan.holders, scan.denied)
+    choose_holder(port, scan)
 }
 
 /// What a walk over `/proc/*/fd` found.
+#[derive(Debug, Default)]
 struct Scan {
+    /// Processes holding one of the wanted sockets.
     holders: Vec<u32>,
+    /// Live processes whose open files could not be read.
     denied: usize,
+    /// Processes whose open files could not be read because they are exiting.
+    exiting: usize,
 }
 
 fn scan_holders(proc_root: &Path, inodes: &[u64]) -> Result<Scan, ProcessError> {
@@ -399,10 +406,7 @@ fn scan_holders(proc_root: &Path, inodes: &[u64]) -> Result<Scan, ProcessError> 
         path: proc_root.to_owned(),
         source,
     })?;
-    let mut scan = Scan {
-        holders: Vec::new(),
-        denied: 0,
-    };
+    let mut scan = Scan::default();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -417,7 +421,16 @@ fn scan_holders(proc_root: &Path, inodes: &[u64]) -> Result<Scan, ProcessError> 
         match holds_socket(&entry.path().join("fd"), &wanted) {
             Ok(true) => scan.holders.push(pid),
             Ok(false) => {}
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => scan.denied += 1,
+            // A process whose main thread has exited refuses its `fd` listing while
+            // its other threads still hold the descriptors, and so the listening
+            // socket: a target being killed, not one we may not see.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                if is_exiting(&entry.path()) {
+                    scan.exiting += 1;
+                } else {
+                    scan.denied += 1;
+                }
+            }
             // Processes come and go during the walk; one that vanished holds nothing.
             Err(_) => {}
         }
@@ -446,12 +459,19 @@ fn holds_socket(fd_dir: &Path, wanted: &HashSet<u64>) -> io::Result<bool> {
     Ok(false)
 }
 
+/// True when the process in `dir` is a zombie or already gone.
+fn is_exiting(dir: &Path) -> bool {
+    match fs::read_to_string(dir.join("status")) {
+        Ok(text) => matches!(parse_status(&text).state, Some('Z' | 'X')),
+        Err(_) => true,
+    }
+}
+
 /// Turns the result of a walk into a PID or the error that best explains its absence.
-fn choose_holder(
-    port: u16,
-    mut holders: Vec<u32>,
-    denied: usize,
-) -> Result<Listener, ProcessError> {
+/// A listener whose only candidate holders are exiting is reported as not found: its
+/// socket goes with them.
+fn choose_holder(port: u16, scan: Scan) -> Result<Listener, ProcessError> {
+    let mut holders = scan.holders;
     holders.sort_unstable();
     holders.dedup();
     match holders.split_first() {
@@ -459,7 +479,11 @@ fn choose_holder(
             pid,
             sharers: rest.to_vec(),
         }),
-        None if denied > 0 => Err(ProcessError::FdsDenied { port, denied }),
+        None if scan.denied > 0 => Err(ProcessError::FdsDenied {
+            port,
+            denied: scan.denied,
+        }),
+        None if scan.exiting > 0 => Err(ProcessError::NoListener { port }),
         None => Err(ProcessError::ListenerHidden { port }),
     }
 }
@@ -889,25 +913,41 @@ mod tests {
     fn holder_choice() {
         // The chosen PID and its sharers, or the error's reason.
         type Want = Result<(u32, &'static [u32]), &'static str>;
-        let cases: &[(&str, &[u32], usize, Want)] = &[
-            ("one holder", &[300], 0, Ok((300, &[]))),
+        // (name, holders, denied, exiting, want)
+        let cases: &[(&str, &[u32], usize, usize, Want)] = &[
+            ("one holder", &[300], 0, 0, Ok((300, &[]))),
             (
                 "fork: parent and child, lowest wins",
                 &[301, 300, 301],
                 0,
+                0,
                 Ok((300, &[301])),
             ),
-            ("found despite unreadable others", &[300], 4, Ok((300, &[]))),
-            ("unreadable processes", &[], 2, Err("permission")),
+            (
+                "found despite unreadable others",
+                &[300],
+                4,
+                1,
+                Ok((300, &[])),
+            ),
+            ("unreadable processes", &[], 2, 0, Err("permission")),
+            ("unreadable and exiting", &[], 2, 1, Err("permission")),
+            ("only an exiting process", &[], 0, 1, Err("not_found")),
             (
                 "every process readable, none holds it",
                 &[],
                 0,
+                0,
                 Err("not_visible"),
             ),
         ];
-        for (name, holders, denied, want) in cases {
-            let got = choose_holder(8080, holders.to_vec(), *denied);
+        for (name, holders, denied, exiting, want) in cases {
+            let scan = Scan {
+                holders: holders.to_vec(),
+                denied: *denied,
+                exiting: *exiting,
+            };
+            let got = choose_holder(8080, scan);
             match (got, want) {
                 (Ok(l), Ok((pid, sharers))) => {
                     assert_eq!((l.pid, l.sharers.as_slice()), (*pid, *sharers), "{name}")

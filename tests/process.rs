@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use pprof_exporter::process::{
-    PidSource, ProcessError, ProcessWatcher, find_listener, process_families, read_stats,
-    resolve_pid,
+    PidSource, ProcessError, ProcessWatcher, find_listener, listening_inodes, process_families,
+    read_stats, resolve_pid,
 };
 
 const PROC: &str = "/proc";
@@ -96,12 +96,18 @@ fn watcher_follows_a_restart_on_the_same_port() {
     w.sample().unwrap();
     assert_eq!(w.pid(), Some(first.proc.pid()));
 
-    // Killed but not yet reaped: the PID is a zombie with no listener.
+    // Killed but not yet reaped: the PID is a zombie with no listener. The main
+    // thread turns into a zombie before the last of the others has closed the
+    // socket, so both are waited for.
     let mut first = first;
     first.proc.child.kill().unwrap();
     wait_until(|| {
-        fs::read_to_string(format!("/proc/{}/stat", first.proc.pid()))
-            .is_ok_and(|s| s.contains(") Z "))
+        let zombie = fs::read_to_string(format!("/proc/{}/stat", first.proc.pid()))
+            .is_ok_and(|s| s.contains(") Z "));
+        let listening = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+            fs::read_to_string(table).is_ok_and(|t| !listening_inodes(&t, port).is_empty())
+        });
+        zombie && !listening
     });
     assert_eq!(reason(w.sample()), "not_found");
     assert_eq!(w.pid(), None);
