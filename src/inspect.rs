@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::aggregate::functions::FunctionAccumulator;
 use crate::config::{Format, InspectArgs};
-use crate::decode::stream::{self, Decoder};
+use crate::decode::stream::{self, Decoder, SampleRange};
 use crate::decode::{self, DecodeError, ValueType, profile::DecodeLimits};
 use crate::scrape::{FetchConfig, FetchError, Fetcher};
 
@@ -200,12 +200,55 @@ fn aggregate(
             return Err(e);
         }
     };
-    let mut acc = FunctionAccumulator::new(d.functions.len(), &[index]);
-    let done = d.samples(limits, |s| acc.add(s.values, s.frames.iter().copied()));
+    let (done, acc) = by_function_in_parallel(&d, index, limits);
     stream::wire_error_first(raw, done).map_err(err)?;
     let vt = d.sample_types[index].clone();
     let (total, rows) = acc.into_one_type(d.functions, 0);
     Ok((vt, total, rows))
+}
+
+/// Most threads [`by_function_in_parallel`] uses: past this, merging the per-thread
+/// tables and their memory cost more than the samples left to each thread.
+const MAX_THREADS: usize = 4;
+
+/// Flat and cum per function for sample type `index`, the samples cut into one part per
+/// core (at most [`MAX_THREADS`]), each on its own thread with its own accumulator,
+/// merged in order. The first error in sample order wins, as in one pass.
+fn by_function_in_parallel(
+    d: &Decoder<'_>,
+    index: usize,
+    limits: DecodeLimits,
+) -> (Result<(), DecodeError>, FunctionAccumulator) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = d.sample_parts(threads.min(MAX_THREADS));
+    let n_funcs = d.functions.len();
+    let run = |part: &SampleRange| {
+        let mut acc = FunctionAccumulator::new(n_funcs, &[index]);
+        let done = d.samples_in(part, limits, |s| {
+            acc.add(s.values, s.frames.iter().copied())
+        });
+        (done, acc)
+    };
+    let (first, rest) = parts
+        .split_first()
+        .expect("sample_parts gives at least one part");
+    let (mine, others) = std::thread::scope(|scope| {
+        let others: Vec<_> = rest.iter().map(|p| scope.spawn(move || run(p))).collect();
+        let mine = run(first);
+        let others: Vec<_> = others
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect();
+        (mine, others)
+    });
+    let (mut done, mut acc) = mine;
+    for (part_done, part_acc) in others {
+        if done.is_ok() {
+            done = part_done;
+        }
+        acc.merge(&part_acc);
+    }
+    (done, acc)
 }
 
 /// Builds the report for `args`.

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
                 let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
                 let written = inspect::render_to(&mut out, &report, args.format, args.top)
                     .and_then(|()| std::io::Write::flush(&mut out));
+                // The process ends here: freeing a name per function one by one would
+                // only delay the exit.
+                std::mem::forget(report);
                 match written {
                     Ok(()) => ExitCode::SUCCESS,
                     // A reader that went away (`| head`) is not a failure.

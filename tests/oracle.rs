@@ -248,10 +248,12 @@ fn tempdir(name: &str) -> PathBuf {
 fn generated_profiles_match_pprof() {
     let Some(go) = oracle_go() else { return };
     let dir = tempdir("gen");
+    // The first and third hold enough samples for inspect to split them across
+    // threads (more than two thousand).
     let cases = [
-        (SynthKind::Heap, 1, 2_000, 400, 40),
+        (SynthKind::Heap, 1, 6_000, 400, 40),
         (SynthKind::Heap, 2, 500, 30, 64), // few functions, deep stacks: heavy recursion
-        (SynthKind::Goroutine, 3, 1_000, 200, 30),
+        (SynthKind::Goroutine, 3, 3_000, 200, 30),
         (SynthKind::Goroutine, 4, 300, 20, 100),
     ];
     for (kind, seed, samples, functions, max_depth) in cases {

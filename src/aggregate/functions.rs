@@ -59,16 +59,23 @@ pub fn by_function(profile: &Profile, types: &[usize]) -> FunctionTable {
 #[derive(Debug, Clone)]
 pub struct FunctionAccumulator {
     types: Vec<usize>,
-    /// `flat`, `cum` and `present` hold `types.len()` entries per function.
-    flat: Vec<i64>,
-    cum: Vec<i64>,
-    present: Vec<bool>,
-    /// `seen[f] == n` when function `f` was already counted in cum for sample `n`.
-    seen: Vec<u32>,
-    /// Samples added so far, wrapping; `seen` is reset when it wraps.
+    /// `types.len()` cells per function. A stack visits functions in no useful order,
+    /// so everything a frame touches sits in one cell rather than in parallel arrays.
+    cells: Vec<Cell>,
+    /// Samples added so far, wrapping; every `seen` is reset when it wraps.
     n: u32,
     totals: Vec<i64>,
     vals: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    flat: i64,
+    cum: i64,
+    /// In a function's first cell only: `n` of the last sample counted in its cum.
+    seen: u32,
+    /// Whether a non-zero sample passed through the function.
+    present: bool,
 }
 
 impl FunctionAccumulator {
@@ -77,10 +84,7 @@ impl FunctionAccumulator {
         let k = types.len();
         Self {
             types: types.to_vec(),
-            flat: vec![0; n_funcs * k],
-            cum: vec![0; n_funcs * k],
-            present: vec![false; n_funcs * k],
-            seen: vec![0; n_funcs],
+            cells: vec![Cell::default(); n_funcs * k],
             n: 0,
             totals: vec![0; k],
             vals: vec![0; k],
@@ -104,39 +108,54 @@ impl FunctionAccumulator {
         let Some(leaf) = frames.next() else { return };
         self.n = self.n.wrapping_add(1);
         if self.n == 0 {
-            self.seen.fill(0);
+            for c in self.cells.iter_mut().step_by(k.max(1)) {
+                c.seen = 0;
+            }
             self.n = 1;
         }
         let n = self.n;
         let base = leaf as usize * k;
         for j in 0..k {
-            self.flat[base + j] = self.flat[base + j].wrapping_add(self.vals[j]);
+            self.cells[base + j].flat = self.cells[base + j].flat.wrapping_add(self.vals[j]);
         }
         if k == 1 {
             // The common case (inspect, one sample type) without the inner loops.
             let v = self.vals[0];
             for f in std::iter::once(leaf).chain(frames) {
-                let f = f as usize;
-                if self.seen[f] == n {
+                let c = &mut self.cells[f as usize];
+                if c.seen == n {
                     continue;
                 }
-                self.seen[f] = n;
-                self.cum[f] = self.cum[f].wrapping_add(v);
-                self.present[f] = true;
+                c.seen = n;
+                c.cum = c.cum.wrapping_add(v);
+                c.present = true;
             }
             return;
         }
         for f in std::iter::once(leaf).chain(frames) {
-            let f = f as usize;
-            if self.seen[f] == n {
+            let base = f as usize * k;
+            if self.cells[base].seen == n {
                 continue;
             }
-            self.seen[f] = n;
-            let base = f * k;
-            for j in 0..k {
-                self.cum[base + j] = self.cum[base + j].wrapping_add(self.vals[j]);
-                self.present[base + j] |= self.vals[j] != 0;
+            self.cells[base].seen = n;
+            for (c, &v) in self.cells[base..base + k].iter_mut().zip(&self.vals) {
+                c.cum = c.cum.wrapping_add(v);
+                c.present |= v != 0;
             }
+        }
+    }
+
+    /// Adds what `other`, an accumulator for the same functions and sample types fed
+    /// other samples, has counted: flat, cum and totals add up, presence combines.
+    pub fn merge(&mut self, other: &FunctionAccumulator) {
+        debug_assert_eq!(self.types, other.types);
+        for (c, o) in self.cells.iter_mut().zip(&other.cells) {
+            c.flat = c.flat.wrapping_add(o.flat);
+            c.cum = c.cum.wrapping_add(o.cum);
+            c.present |= o.present;
+        }
+        for (t, o) in self.totals.iter_mut().zip(&other.totals) {
+            *t = t.wrapping_add(*o);
         }
     }
 
@@ -151,9 +170,9 @@ impl FunctionAccumulator {
         }
         let rows = names
             .into_iter()
-            .enumerate()
-            .filter(|(f, _)| self.present[f * k + j])
-            .map(|(f, name)| (name, self.flat[f * k + j], self.cum[f * k + j]))
+            .zip(self.cells.iter().skip(j).step_by(k))
+            .filter(|(_, c)| c.present)
+            .map(|(name, c)| (name, c.flat, c.cum))
             .collect();
         (total, rows)
     }
@@ -161,17 +180,21 @@ impl FunctionAccumulator {
     /// The table, with `names` (the profile's function names, by index) for its rows.
     pub fn finish(self, names: &[String]) -> FunctionTable {
         let k = self.types.len();
-        let rows = names
-            .iter()
-            .enumerate()
-            .filter(|(f, _)| self.present[f * k..(f + 1) * k].iter().any(|&p| p))
-            .map(|(f, name)| FunctionRow {
-                name: name.clone(),
-                flat: self.flat[f * k..(f + 1) * k].to_vec(),
-                cum: self.cum[f * k..(f + 1) * k].to_vec(),
-                present: self.present[f * k..(f + 1) * k].to_vec(),
-            })
-            .collect();
+        let rows = if k == 0 {
+            Vec::new()
+        } else {
+            names
+                .iter()
+                .zip(self.cells.chunks_exact(k))
+                .filter(|(_, cells)| cells.iter().any(|c| c.present))
+                .map(|(name, cells)| FunctionRow {
+                    name: name.clone(),
+                    flat: cells.iter().map(|c| c.flat).collect(),
+                    cum: cells.iter().map(|c| c.cum).collect(),
+                    present: cells.iter().map(|c| c.present).collect(),
+                })
+                .collect()
+        };
         FunctionTable {
             types: self.types,
             rows,
@@ -256,5 +279,48 @@ mod tests {
         let t = by_function(&b.profile(), &[0]);
         assert!(t.rows.is_empty());
         assert_eq!(t.totals, [5]);
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::decode::decode_profile;
+    use crate::decode::profile::DecodeLimits;
+    use crate::synth::{SynthConfig, SynthKind, generate};
+
+    #[test]
+    fn accumulators_fed_halves_merge_into_the_whole() {
+        let bytes = generate(&SynthConfig {
+            kind: SynthKind::Heap,
+            seed: 3,
+            samples: 2000,
+            functions: 200,
+            max_depth: 16,
+        })
+        .encode_to_vec();
+        let p = decode_profile(&bytes, DecodeLimits::default()).unwrap();
+        for types in [vec![1], vec![0, 1, 2, 3]] {
+            let whole = by_function(&p, &types);
+            let n = p.functions.len();
+            for cut in [0, 1, 999, p.sample_count()] {
+                let mut a = FunctionAccumulator::new(n, &types);
+                let mut b = FunctionAccumulator::new(n, &types);
+                for s in 0..p.sample_count() {
+                    let acc = if s < cut { &mut a } else { &mut b };
+                    acc.add(p.values(s), p.stack(s));
+                }
+                a.merge(&b);
+                assert_eq!(
+                    a.finish(&p.functions),
+                    whole,
+                    "types {types:?}, cut at {cut}"
+                );
+            }
+        }
+        // Something is counted: the comparison above is not between empty tables.
+        assert!(by_function(&p, &[1]).rows.len() > 100);
     }
 }

@@ -326,14 +326,20 @@ impl IdMap {
     }
 }
 
+/// Every this many fields, [`Runs`] notes where one starts, so that a table can be cut
+/// into parts of about equal count without walking it.
+const MARK_EVERY: usize = 1024;
+
 /// Top-level fields of one kind, kept as byte ranges of the profile that each hold a
 /// run of consecutive such fields. Go writes every table in one run, so this is a few
 /// words where a slice per message would cost 16 bytes each (3 MB for a profile of
 /// 200,000 samples, 1.7 MB for 110,000 locations).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Runs {
     spans: Vec<(usize, usize)>,
     count: usize,
+    /// `marks[m]`: where field number `(m + 1) * MARK_EVERY` starts.
+    marks: Vec<usize>,
 }
 
 impl Runs {
@@ -343,7 +349,35 @@ impl Runs {
             Some(last) if last.1 == start => last.1 = end,
             _ => self.spans.push((start, end)),
         }
+        if self.count > 0 && self.count % MARK_EVERY == 0 {
+            self.marks.push(start);
+        }
         self.count += 1;
+    }
+
+    /// The fields from `mark` on (field number `(mark + 1) * MARK_EVERY`), and those
+    /// before it; `self` keeps the latter, with its marks. The returned part has none.
+    fn split_off(&mut self, mark: usize) -> Runs {
+        let at = self.marks[mark];
+        let first = (mark + 1) * MARK_EVERY;
+        // The span holding `at`: fields are contiguous within a span, so `at` is a
+        // field boundary and splitting the span there leaves two whole runs.
+        let i = self.spans.partition_point(|&(_, end)| end <= at);
+        let mut tail = self.spans.split_off(i);
+        if let Some(head) = tail.first_mut() {
+            if head.0 < at {
+                self.spans.push((head.0, at));
+                head.0 = at;
+            }
+        }
+        let rest = Runs {
+            spans: tail,
+            count: self.count - first,
+            marks: Vec::new(),
+        };
+        self.count = first;
+        self.marks.truncate(mark);
+        rest
     }
 
     /// The payload of every recorded field, in order. The fields were read once
@@ -359,6 +393,26 @@ impl Runs {
                 r.message(wire_type).ok()
             })
         })
+    }
+}
+
+/// A run of consecutive samples of a [`Decoder`], from [`Decoder::sample_parts`].
+#[derive(Debug)]
+pub struct SampleRange {
+    /// Position in the profile of the first sample.
+    first: usize,
+    runs: Runs,
+}
+
+impl SampleRange {
+    /// Number of samples in the range.
+    pub fn len(&self) -> usize {
+        self.runs.count
+    }
+
+    /// Whether the range holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.runs.count == 0
     }
 }
 
@@ -381,6 +435,10 @@ pub struct Decoder<'a> {
     strings: Vec<&'a str>,
     samples: Runs,
     loc_ids: IdMap,
+    /// Whether location ids are 1..=n in order, so that id - 1 is the index.
+    loc_ids_in_order: bool,
+    /// Per location: its one frame's function index, or [`MANY`].
+    loc_one: Vec<u32>,
 }
 
 /// One sample as [`Decoder::samples`] hands it out: valid only during the callback.
@@ -447,15 +505,65 @@ impl Decoder<'_> {
     pub fn samples(
         &self,
         limits: DecodeLimits,
+        visit: impl FnMut(&SampleRef<'_>),
+    ) -> Result<(), DecodeError> {
+        self.walk(0, &self.samples, limits, visit)
+    }
+
+    /// The samples cut into at most `n` runs of consecutive samples of about equal
+    /// count, in order, for [`Decoder::samples_in`] to walk on as many threads. A
+    /// profile of fewer than a couple of thousand samples stays in one part.
+    pub fn sample_parts(&self, n: usize) -> Vec<SampleRange> {
+        let mut whole = self.samples.clone();
+        let marks = whole.marks.len();
+        let n = n.clamp(1, marks + 1);
+        // Cut points as marks, last first, so each cut splits what is left of the front.
+        let cuts: Vec<usize> = (1..n).rev().map(|j| j * (marks + 1) / n - 1).collect();
+        let mut parts = Vec::with_capacity(n);
+        for mark in cuts {
+            let first = (mark + 1) * MARK_EVERY;
+            parts.push(SampleRange {
+                first,
+                runs: whole.split_off(mark),
+            });
+        }
+        whole.marks = Vec::new();
+        parts.push(SampleRange {
+            first: 0,
+            runs: whole,
+        });
+        parts.reverse();
+        parts
+    }
+
+    /// [`Decoder::samples`] for the samples of one part from [`Decoder::sample_parts`]:
+    /// `SampleRef::index` and error messages count from the start of the profile, and
+    /// `limits.max_frames` bounds the frames of this part alone.
+    pub fn samples_in(
+        &self,
+        part: &SampleRange,
+        limits: DecodeLimits,
+        visit: impl FnMut(&SampleRef<'_>),
+    ) -> Result<(), DecodeError> {
+        self.walk(part.first, &part.runs, limits, visit)
+    }
+
+    fn walk(
+        &self,
+        first: usize,
+        runs: &Runs,
+        limits: DecodeLimits,
         mut visit: impl FnMut(&SampleRef<'_>),
     ) -> Result<(), DecodeError> {
         let n_types = self.sample_types.len();
+        let n_locations = self.loc_one.len() as u64;
         let mut raw = RawSample::default();
         let mut locations: Vec<u32> = Vec::new();
         let mut frames: Vec<u32> = Vec::new();
         let mut labels: Vec<(&str, &str)> = Vec::new();
         let mut total_frames: u64 = 0;
-        for (i, bytes) in self.samples.messages(self.bytes).enumerate() {
+        for (i, bytes) in runs.messages(self.bytes).enumerate() {
+            let i = first + i;
             sample(bytes, &mut raw)?;
             if raw.values.len() != n_types {
                 return Err(invalid(format!(
@@ -466,16 +574,30 @@ impl Decoder<'_> {
             locations.clear();
             frames.clear();
             for &id in &raw.location_ids {
-                let idx = self.loc_ids.get(id).ok_or_else(|| {
+                // Go numbers locations 1..=n in order: then the id gives the index.
+                let idx = if self.loc_ids_in_order {
+                    Some(id.wrapping_sub(1))
+                        .filter(|&i| i < n_locations)
+                        .map(|i| i as u32)
+                } else {
+                    self.loc_ids.get(id)
+                };
+                let idx = idx.ok_or_else(|| {
                     invalid(format!("sample {i} refers to unknown location {id}"))
                 })?;
-                let (a, b) = self.loc_span(idx);
-                total_frames += u64::from(b - a);
                 locations.push(idx);
-                if b - a == 1 {
-                    frames.push(self.loc_frames[a as usize]);
+                // Most locations hold one frame: one lookup instead of three.
+                let one = self.loc_one[idx as usize];
+                if one != MANY {
+                    total_frames += 1;
+                    frames.push(one);
                 } else {
-                    frames.extend_from_slice(&self.loc_frames[a as usize..b as usize]);
+                    let (a, b) = self.loc_span(idx);
+                    total_frames += u64::from(b - a);
+                    // A handful of frames: a loop beats a call to memcpy.
+                    for &f in &self.loc_frames[a as usize..b as usize] {
+                        frames.push(f);
+                    }
                 }
             }
             if total_frames > limits.max_frames {
@@ -503,6 +625,9 @@ impl Decoder<'_> {
         Ok(())
     }
 }
+
+/// In [`Decoder::loc_one`]: the location has no frame or more than one.
+const MANY: u32 = u32::MAX;
 
 fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, DecodeError> {
     usize::try_from(idx)
@@ -625,6 +750,8 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
     let mut loc_ids = IdMap::new(locations.count);
     let mut loc_starts = Vec::with_capacity(locations.count + 1);
     let mut loc_frames = Vec::with_capacity(locations.count);
+    let mut loc_one = Vec::with_capacity(locations.count);
+    let mut loc_ids_in_order = true;
     loc_starts.push(0);
     for m in locations.messages(bytes) {
         let (id, address) = location(m, &mut lines)?;
@@ -654,6 +781,12 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
             loc_frames.push(idx);
         }
         let idx = u32_of(loc_starts.len() - 1, "locations")?;
+        let start = loc_starts[idx as usize] as usize;
+        loc_one.push(match &loc_frames[start..] {
+            &[f] if f != MANY => f,
+            _ => MANY,
+        });
+        loc_ids_in_order &= id == u64::from(idx) + 1;
         loc_starts.push(u32_of(loc_frames.len(), "frames")?);
         if !loc_ids.insert(id, idx) {
             return Err(invalid(format!("duplicate location id {id}")));
@@ -671,6 +804,8 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
         strings,
         samples,
         loc_ids,
+        loc_ids_in_order,
+        loc_one,
     })
 }
 
@@ -690,5 +825,127 @@ pub fn wire_error_first<T>(bytes: &[u8], result: Result<T, DecodeError>) -> Resu
             result
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::decode::profile::pb;
+    use crate::synth::{SynthConfig, SynthKind, generate};
+
+    const NO_LIMIT: DecodeLimits = DecodeLimits {
+        max_frames: u64::MAX,
+    };
+
+    /// A synthetic heap profile of `samples` samples; `shift` moves every location id
+    /// up, so that ids no longer give the index.
+    fn profile(samples: usize, shift: u64) -> Vec<u8> {
+        let mut p = generate(&SynthConfig {
+            kind: SynthKind::Heap,
+            seed: 7,
+            samples,
+            functions: 300,
+            max_depth: 12,
+        });
+        for l in &mut p.location {
+            l.id += shift;
+        }
+        for s in &mut p.sample {
+            for id in &mut s.location_id {
+                *id += shift;
+            }
+        }
+        p.encode_to_vec()
+    }
+
+    /// (index, values, locations, frames) of every sample a walk hands out.
+    type Walked = Vec<(usize, Vec<i64>, Vec<u32>, Vec<u32>)>;
+
+    fn record(out: &mut Walked) -> impl FnMut(&SampleRef<'_>) + '_ {
+        |s| {
+            out.push((
+                s.index,
+                s.values.to_vec(),
+                s.locations.to_vec(),
+                s.frames.to_vec(),
+            ))
+        }
+    }
+
+    #[test]
+    fn parts_walk_the_same_samples_as_one_pass() {
+        for shift in [0, 1000] {
+            let bytes = profile(5 * MARK_EVERY + 17, shift);
+            let d = open(&bytes).unwrap();
+            assert_eq!(d.loc_ids_in_order, shift == 0);
+            let mut whole = Walked::new();
+            d.samples(NO_LIMIT, record(&mut whole)).unwrap();
+            assert_eq!(whole.len(), d.sample_count());
+            for n in 1..=8 {
+                let parts = d.sample_parts(n);
+                // Five marks: at most six parts, however many are asked for.
+                assert_eq!(parts.len(), n.min(6), "{n} parts asked");
+                assert!(parts.iter().all(|p| !p.is_empty()));
+                let mut joined = Walked::new();
+                for p in &parts {
+                    let before = joined.len();
+                    d.samples_in(p, NO_LIMIT, record(&mut joined)).unwrap();
+                    assert_eq!(joined.len() - before, p.len());
+                }
+                assert_eq!(joined, whole, "{n} parts, ids shifted by {shift}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_profile_stays_in_one_part() {
+        let bytes = profile(MARK_EVERY, 0);
+        let d = open(&bytes).unwrap();
+        let parts = d.sample_parts(4);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].len(), MARK_EVERY);
+    }
+
+    #[test]
+    fn errors_in_a_part_name_the_sample_by_its_place_in_the_profile() {
+        let mut p = pb::Profile::decode(profile(3 * MARK_EVERY, 0).as_slice()).unwrap();
+        let bad = 2 * MARK_EVERY + 5;
+        p.sample[bad].location_id.push(999_999);
+        let bytes = p.encode_to_vec();
+        let d = open(&bytes).unwrap();
+        let want = format!("invalid profile: sample {bad} refers to unknown location 999999");
+        let whole = d.samples(NO_LIMIT, |_| {}).unwrap_err();
+        assert_eq!(whole.to_string(), want);
+        let parts = d.sample_parts(3);
+        assert_eq!(parts.len(), 3);
+        assert!(d.samples_in(&parts[0], NO_LIMIT, |_| {}).is_ok());
+        assert!(d.samples_in(&parts[1], NO_LIMIT, |_| {}).is_ok());
+        let part = d.samples_in(&parts[2], NO_LIMIT, |_| {}).unwrap_err();
+        assert_eq!(part.to_string(), want);
+    }
+
+    #[test]
+    fn one_frame_locations_resolve_like_their_span() {
+        let bytes = profile(500, 0);
+        let d = open(&bytes).unwrap();
+        let mut many = 0;
+        for (i, &one) in d.loc_one.iter().enumerate() {
+            let (a, b) = d.loc_span(i as u32);
+            let span = &d.loc_frames[a as usize..b as usize];
+            if one == MANY {
+                many += 1;
+                assert_ne!(span.len(), 1, "location {i}");
+            } else {
+                assert_eq!(span, [one], "location {i}");
+            }
+        }
+        // The generator inlines some calls: both kinds are exercised.
+        assert!(
+            many > 0 && many < d.loc_one.len(),
+            "{many} multi-frame locations"
+        );
     }
 }
