@@ -9,8 +9,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
-use flate2::read::MultiGzDecoder;
-
 use serde::Serialize;
 use thiserror::Error;
 
@@ -118,20 +116,12 @@ fn load(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
         return Ok(raw);
     }
     // Profiles compress 1-5x; reserving is free until pages are written.
-    let mut raw = Vec::with_capacity(size.saturating_mul(4).min(limit) as usize);
-    let mut gz = MultiGzDecoder::new(input);
-    let read = (&mut gz)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut raw);
+    let read = decode::inflate(&mut input, limit, size.saturating_mul(4));
     // A file that grew past the limit while being read ends the stream early.
-    if gz.get_ref().get_ref().limit() == 0 {
+    if input.get_ref().limit() == 0 {
         return Err(too_big());
     }
-    read.map_err(|e| decode_err(DecodeError::Gzip(e.to_string())))?;
-    if raw.len() as u64 > limit {
-        return Err(decode_err(DecodeError::TooLarge { limit }));
-    }
-    Ok(raw)
+    read.map_err(decode_err)
 }
 
 fn fetch(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {

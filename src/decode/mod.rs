@@ -9,9 +9,9 @@ pub mod memstats;
 pub mod profile;
 pub mod stream;
 
-use std::io::Read;
+use std::io::BufRead;
 
-use flate2::read::MultiGzDecoder;
+use flate2::{Decompress, FlushDecompress, Status};
 use thiserror::Error;
 
 pub use profile::{Profile, ValueType, decode_profile};
@@ -54,18 +54,62 @@ pub fn gunzip_bounded(bytes: &[u8], limit: u64) -> Result<std::borrow::Cow<'_, [
         }
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
-    // Guess the output size from the input, as profiles compress about 3-5x, but never
-    // reserve more than the limit up front.
-    let guess = (bytes.len() as u64).saturating_mul(4).min(limit) as usize;
-    let mut out = Vec::with_capacity(guess);
-    let mut reader = MultiGzDecoder::new(bytes).take(limit.saturating_add(1));
-    reader
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Gzip(e.to_string()))?;
-    if out.len() as u64 > limit {
-        return Err(DecodeError::TooLarge { limit });
+    // Profiles compress about 3-5x.
+    let guess = (bytes.len() as u64).saturating_mul(4);
+    let mut input = bytes;
+    inflate(&mut input, limit, guess).map(std::borrow::Cow::Owned)
+}
+
+/// Inflates the gzip stream (one or more members) that `input` holds, refusing to
+/// produce more than `limit` bytes; `guess` is the expected size, reserved up front as
+/// far as the limit allows. The inflater writes straight into the vector's spare room,
+/// which is neither zeroed first nor copied after. A read error of `input` is reported
+/// as a gzip error, as the stream cannot be finished without those bytes.
+pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u8>, DecodeError> {
+    let gzip_err = |msg: String| DecodeError::Gzip(msg);
+    // One byte past the limit tells "exactly at the limit" from "over it".
+    let cap = limit.saturating_add(1);
+    let mut out: Vec<u8> = Vec::with_capacity(guess.max(64 << 10).min(cap) as usize);
+    let mut z = Decompress::new_gzip(15);
+    let mut in_member = true;
+    loop {
+        let buf = input.fill_buf().map_err(|e| gzip_err(e.to_string()))?;
+        if buf.is_empty() {
+            if in_member {
+                return Err(gzip_err("unexpected end of file".into()));
+            }
+            return Ok(out);
+        }
+        if !in_member {
+            // Another member follows: it brings its own header.
+            z = Decompress::new_gzip(15);
+            in_member = true;
+        }
+        if out.len() == out.capacity() {
+            if out.len() as u64 >= cap {
+                return Err(DecodeError::TooLarge { limit });
+            }
+            let room = out.len().max(64 << 10) as u64;
+            out.reserve_exact(room.min(cap - out.len() as u64) as usize);
+        }
+        let (in_before, out_before) = (z.total_in(), z.total_out());
+        let status = z
+            .decompress_vec(buf, &mut out, FlushDecompress::None)
+            .map_err(|e| gzip_err(e.to_string()))?;
+        let consumed = (z.total_in() - in_before) as usize;
+        input.consume(consumed);
+        if out.len() as u64 > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        match status {
+            Status::StreamEnd => in_member = false,
+            _ if consumed == 0 && z.total_out() == out_before && out.len() < out.capacity() => {
+                // Input and room were both there and nothing moved.
+                return Err(gzip_err("corrupt deflate stream".into()));
+            }
+            _ => {}
+        }
     }
-    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// A short, printable description of what a non-profile payload starts with, for
@@ -147,6 +191,67 @@ mod tests {
             gunzip_bounded(cut, 1 << 30),
             Err(DecodeError::Gzip(_))
         ));
+    }
+
+    #[test]
+    fn output_exactly_at_the_limit_is_accepted() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let z = gzip(&data);
+        assert_eq!(&*gunzip_bounded(&z, data.len() as u64).unwrap(), &data[..]);
+        assert_eq!(
+            gunzip_bounded(&z, data.len() as u64 - 1).unwrap_err(),
+            DecodeError::TooLarge {
+                limit: data.len() as u64 - 1
+            }
+        );
+    }
+
+    #[test]
+    fn members_are_inflated_in_turn() {
+        let mut z = gzip(b"first member, ");
+        z.extend(gzip(b"second member"));
+        assert_eq!(
+            &*gunzip_bounded(&z, 1 << 20).unwrap(),
+            b"first member, second member"
+        );
+    }
+
+    #[test]
+    fn garbage_after_a_member_is_an_error() {
+        let mut z = gzip(b"payload");
+        z.extend_from_slice(b"trailing junk");
+        assert!(matches!(
+            gunzip_bounded(&z, 1 << 20),
+            Err(DecodeError::Gzip(_))
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_stream_is_an_error() {
+        let mut z = gzip(&vec![3u8; 50_000]);
+        // Past the ten-byte header: the deflate data itself.
+        for b in &mut z[12..40] {
+            *b ^= 0x5a;
+        }
+        assert!(matches!(
+            gunzip_bounded(&z, 1 << 30),
+            Err(DecodeError::Gzip(_))
+        ));
+    }
+
+    #[test]
+    fn a_read_error_of_the_source_is_a_gzip_error() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let mut r = std::io::BufReader::new(Failing);
+        assert_eq!(
+            inflate(&mut r, 1 << 20, 0).unwrap_err(),
+            DecodeError::Gzip("disk on fire".into())
+        );
     }
 
     #[test]
