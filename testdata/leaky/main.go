@@ -165,6 +165,11 @@ func main() {
 	for i := 0; i < 8; i++ {
 		recursiveAlloc(5, 16<<10)
 	}
+	// A heap profile shows what the last completed collections saw, up to two cycles
+	// behind; a quiet program may not collect again for minutes. Two collections now
+	// make the first profile show everything retained above.
+	runtime.GC()
+	runtime.GC()
 	for i := 0; i < *senders; i++ {
 		blockedSender()
 	}
