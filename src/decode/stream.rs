@@ -282,11 +282,17 @@ fn sample(bytes: &[u8], out: &mut RawSample) -> Result<(), DecodeError> {
 
 /// Maps wire ids (u64) to dense indices: a table for small ids, as Go writes them
 /// (1..=n), and a hash map for the rest, so that a hostile id cannot size the table.
+/// While ids 1, 2, 3, ... have arrived in order with indices 0, 1, 2, ..., the id
+/// gives the index and a lookup reads no table.
 struct IdMap {
     dense: Vec<u32>,
     /// Ids below this go in `dense`, which grows up to it as ids arrive.
     dense_limit: u64,
     sparse: HashMap<u64, u32>,
+    /// Ids inserted so far.
+    len: u64,
+    /// Whether the `k`-th insert (from 0) was id `k + 1` with index `k`, for every one.
+    in_order: bool,
 }
 
 impl IdMap {
@@ -296,11 +302,15 @@ impl IdMap {
             dense: Vec::with_capacity(count.saturating_add(1)),
             dense_limit: (count as u64).saturating_mul(2).saturating_add(1025),
             sparse: HashMap::new(),
+            len: 0,
+            in_order: true,
         }
     }
 
     /// Inserts; false if the id was already present.
     fn insert(&mut self, id: u64, idx: u32) -> bool {
+        self.in_order &= id == self.len + 1 && u64::from(idx) == self.len;
+        self.len += 1;
         if id >= self.dense_limit {
             return self.sparse.insert(id, idx).is_none();
         }
@@ -315,6 +325,12 @@ impl IdMap {
 
     #[inline]
     fn get(&self, id: u64) -> Option<u32> {
+        if self.in_order {
+            return id
+                .checked_sub(1)
+                .filter(|&i| i < self.len)
+                .map(|i| i as u32);
+        }
         if id < self.dense_limit {
             self.dense
                 .get(id as usize)
@@ -435,8 +451,6 @@ pub struct Decoder<'a> {
     strings: Vec<&'a str>,
     samples: Runs,
     loc_ids: IdMap,
-    /// Whether location ids are 1..=n in order, so that id - 1 is the index.
-    loc_ids_in_order: bool,
     /// Per location: its one frame's function index, or [`MANY`].
     loc_one: Vec<u32>,
 }
@@ -556,7 +570,6 @@ impl Decoder<'_> {
         mut visit: impl FnMut(&SampleRef<'_>),
     ) -> Result<(), DecodeError> {
         let n_types = self.sample_types.len();
-        let n_locations = self.loc_one.len() as u64;
         let mut raw = RawSample::default();
         let mut locations: Vec<u32> = Vec::new();
         let mut frames: Vec<u32> = Vec::new();
@@ -574,15 +587,7 @@ impl Decoder<'_> {
             locations.clear();
             frames.clear();
             for &id in &raw.location_ids {
-                // Go numbers locations 1..=n in order: then the id gives the index.
-                let idx = if self.loc_ids_in_order {
-                    Some(id.wrapping_sub(1))
-                        .filter(|&i| i < n_locations)
-                        .map(|i| i as u32)
-                } else {
-                    self.loc_ids.get(id)
-                };
-                let idx = idx.ok_or_else(|| {
+                let idx = self.loc_ids.get(id).ok_or_else(|| {
                     invalid(format!("sample {i} refers to unknown location {id}"))
                 })?;
                 locations.push(idx);
@@ -751,7 +756,6 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
     let mut loc_starts = Vec::with_capacity(locations.count + 1);
     let mut loc_frames = Vec::with_capacity(locations.count);
     let mut loc_one = Vec::with_capacity(locations.count);
-    let mut loc_ids_in_order = true;
     loc_starts.push(0);
     for m in locations.messages(bytes) {
         let (id, address) = location(m, &mut lines)?;
@@ -786,7 +790,6 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
             &[f] if f != MANY => f,
             _ => MANY,
         });
-        loc_ids_in_order &= id == u64::from(idx) + 1;
         loc_starts.push(u32_of(loc_frames.len(), "frames")?);
         if !loc_ids.insert(id, idx) {
             return Err(invalid(format!("duplicate location id {id}")));
@@ -804,7 +807,6 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
         strings,
         samples,
         loc_ids,
-        loc_ids_in_order,
         loc_one,
     })
 }
@@ -880,7 +882,7 @@ mod tests {
         for shift in [0, 1000] {
             let bytes = profile(5 * MARK_EVERY + 17, shift);
             let d = open(&bytes).unwrap();
-            assert_eq!(d.loc_ids_in_order, shift == 0);
+            assert_eq!(d.loc_ids.in_order, shift == 0);
             let mut whole = Walked::new();
             d.samples(NO_LIMIT, record(&mut whole)).unwrap();
             assert_eq!(whole.len(), d.sample_count());
@@ -898,6 +900,28 @@ mod tests {
                 assert_eq!(joined, whole, "{n} parts, ids shifted by {shift}");
             }
         }
+    }
+
+    #[test]
+    fn id_map_reads_no_table_only_while_ids_are_in_order() {
+        let mut m = IdMap::new(4);
+        for (id, idx) in [(1, 0), (2, 1), (3, 2)] {
+            assert!(m.insert(id, idx));
+        }
+        assert!(m.in_order);
+        assert_eq!(
+            [0, 1, 3, 4].map(|id| m.get(id)),
+            [None, Some(0), Some(2), None]
+        );
+        // A gap: 5 after 3 leaves 4 unknown, so the table answers from then on.
+        assert!(m.insert(5, 3));
+        assert!(!m.in_order);
+        assert_eq!([3, 4, 5].map(|id| m.get(id)), [Some(2), None, Some(3)]);
+        // In order by id but not by index (functions sharing a name).
+        let mut m = IdMap::new(2);
+        assert!(m.insert(1, 0) && m.insert(2, 0));
+        assert!(!m.in_order);
+        assert_eq!(m.get(2), Some(0));
     }
 
     #[test]
