@@ -177,10 +177,7 @@ fn go127_leaks_states_labels_memstats_and_rss() {
         fields.map(|(_, field)| memstats_field(&text, field))
     };
     let before = live();
-    let asked = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let asked = now_unix();
     let m = exp.wait_for(WAIT, "a memstats scrape after the live read", |m| {
         m.get(
             "pprof_last_scrape_timestamp_seconds",

@@ -18,7 +18,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -55,13 +55,6 @@ impl XorShift {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 /// A number from a `/proc/<pid>/status` line, in KiB.
@@ -186,7 +179,7 @@ fn soak_churning_and_restarting_target() {
             program_pid = leaky.proc.pid();
             restarts += 1;
             last_restart = Instant::now();
-            let after = now_secs();
+            let after = now_unix();
             let deadline = Instant::now() + Duration::from_secs(30);
             let m = loop {
                 let m = exp.metrics();
@@ -211,7 +204,7 @@ fn soak_churning_and_restarting_target() {
 
         let size = 1 + rng.below(MAX_SET);
         let depths: BTreeSet<u64> = (0..size).map(|_| rng.below(MAX_DEPTH)).collect();
-        let changed = now_secs();
+        let changed = now_unix();
         set_churn(&leaky.url, &depths);
         let (m, took) = first_scrape_after(&exp, changed);
         reaction = reaction.max(took);

@@ -291,6 +291,14 @@ impl Exporter {
     }
 }
 
+/// Seconds since the Unix epoch, as Prometheus timestamps count them.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 /// A port nobody listens on: bound once by the OS, then released.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
