@@ -66,17 +66,18 @@ pub fn gunzip_bounded(bytes: &[u8], limit: u64) -> Result<std::borrow::Cow<'_, [
 /// which is neither zeroed first nor copied after. A read error of `input` is reported
 /// as a gzip error, as the stream cannot be finished without those bytes.
 pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u8>, DecodeError> {
-    let gzip_err = |msg: String| DecodeError::Gzip(msg);
     // One byte past the limit tells "exactly at the limit" from "over it".
     let cap = limit.saturating_add(1);
     let mut out: Vec<u8> = Vec::with_capacity(guess.max(64 << 10).min(cap) as usize);
     let mut z = Decompress::new_gzip(15);
     let mut in_member = true;
     loop {
-        let buf = input.fill_buf().map_err(|e| gzip_err(e.to_string()))?;
+        let buf = input
+            .fill_buf()
+            .map_err(|e| DecodeError::Gzip(e.to_string()))?;
         if buf.is_empty() {
             if in_member {
-                return Err(gzip_err("unexpected end of file".into()));
+                return Err(DecodeError::Gzip("unexpected end of file".into()));
             }
             return Ok(out);
         }
@@ -95,7 +96,7 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
         let (in_before, out_before) = (z.total_in(), z.total_out());
         let status = z
             .decompress_vec(buf, &mut out, FlushDecompress::None)
-            .map_err(|e| gzip_err(e.to_string()))?;
+            .map_err(|e| DecodeError::Gzip(e.to_string()))?;
         let consumed = (z.total_in() - in_before) as usize;
         input.consume(consumed);
         if out.len() as u64 > limit {
@@ -105,7 +106,7 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
             Status::StreamEnd => in_member = false,
             _ if consumed == 0 && z.total_out() == out_before && out.len() < out.capacity() => {
                 // Input and room were both there and nothing moved.
-                return Err(gzip_err("corrupt deflate stream".into()));
+                return Err(DecodeError::Gzip("corrupt deflate stream".into()));
             }
             _ => {}
         }

@@ -371,9 +371,10 @@ impl Runs {
         self.count += 1;
     }
 
-    /// The fields from `mark` on (field number `(mark + 1) * MARK_EVERY`), and those
-    /// before it; `self` keeps the latter, with its marks. The returned part has none.
-    fn split_off(&mut self, mark: usize) -> Runs {
+    /// Cuts off the fields from `mark` on and returns them (without marks) with the
+    /// number of their first field, `(mark + 1) * MARK_EVERY`; `self` keeps those before
+    /// it, with their marks.
+    fn split_off(&mut self, mark: usize) -> (usize, Runs) {
         let at = self.marks[mark];
         let first = (mark + 1) * MARK_EVERY;
         // The span holding `at`: fields are contiguous within a span, so `at` is a
@@ -393,7 +394,7 @@ impl Runs {
         };
         self.count = first;
         self.marks.truncate(mark);
-        rest
+        (first, rest)
     }
 
     /// The payload of every recorded field, in order. The fields were read once
@@ -535,11 +536,8 @@ impl Decoder<'_> {
         let cuts: Vec<usize> = (1..n).rev().map(|j| j * (marks + 1) / n - 1).collect();
         let mut parts = Vec::with_capacity(n);
         for mark in cuts {
-            let first = (mark + 1) * MARK_EVERY;
-            parts.push(SampleRange {
-                first,
-                runs: whole.split_off(mark),
-            });
+            let (first, runs) = whole.split_off(mark);
+            parts.push(SampleRange { first, runs });
         }
         whole.marks = Vec::new();
         parts.push(SampleRange {
