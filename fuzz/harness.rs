@@ -66,6 +66,7 @@ fn config() -> TargetConfig {
         states_max: 10_000,
         memstats_interval: None,
         process: None,
+        smaps_interval: None,
         proc_root: "/proc".into(),
     }
 }

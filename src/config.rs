@@ -200,6 +200,14 @@ pub struct DaemonArgs {
     #[arg(long = "target.pid-file", env = "PPROF_EXPORTER_TARGET_PID_FILE", value_parser = parse_path)]
     pub pid_file: Option<PathBuf>,
 
+    /// How often to read the target's `/proc/<pid>/smaps_rollup` for its proportional
+    /// set size and swap; the kernel walks the process's page tables for it, which
+    /// costs about 14 µs per resident MB. Its RSS (from `status`) is read every
+    /// scrape regardless. 0 turns PSS and swap off.
+    #[arg(long = "process.smaps-interval", env = "PPROF_EXPORTER_PROCESS_SMAPS_INTERVAL",
+          default_value = "15s", value_parser = parse_optional_duration)]
+    pub smaps_interval: Every,
+
     /// Where the proc filesystem is mounted.
     #[arg(long = "proc.root", env = "PPROF_EXPORTER_PROC_ROOT", default_value = "/proc",
           value_parser = parse_path)]
@@ -715,6 +723,9 @@ mod tests {
         assert_eq!(targets[0].url.as_str(), "http://localhost:6060/");
         assert_eq!(cli.daemon.listen.port(), 10060);
         assert_eq!(cli.daemon.scrape_interval, Duration::from_secs(15));
+        assert_eq!(cli.daemon.smaps_interval.0, Some(Duration::from_secs(15)));
+        let off = Cli::try_parse_from(["x", "--process.smaps-interval", "0"]).unwrap();
+        assert_eq!(off.daemon.smaps_interval.0, None);
         cli.daemon.validate().unwrap();
         let dup = Cli::try_parse_from(["x", "--target", "a:1", "--target", "a:1"]).unwrap();
         assert!(dup.daemon.validate().is_err());

@@ -96,6 +96,32 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// How often freed memory inside glibc's arenas is handed back to the kernel.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Hands free pages inside glibc's arenas back to the kernel every [`TRIM_EVERY`].
+/// glibc only returns memory at the top of an arena on its own, so holes left between
+/// live blocks by each cycle's short-lived buffers stay resident; in a 10-minute run at
+/// 1 s scrapes of 10,000 goroutines the second arena's resident size crept up by about
+/// 300 KB (+3 % of RSS) without this, and stayed flat with it (docs/performance.md).
+/// One call walks the free lists of both arenas: microseconds at this heap size.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+async fn trim_allocator() {
+    let mut every = tokio::time::interval(TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // SAFETY: malloc_trim takes the arenas' own locks and only releases pages
+        // that hold no allocation; it is safe to call from any thread at any time.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+async fn trim_allocator() {}
+
 fn run_daemon(args: DaemonArgs) -> ExitCode {
     if let Err(e) = args.validate() {
         return usage_error(&e);
@@ -182,6 +208,7 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
             (None, Some(path)) => Some(PidSource::PidFile(path.clone())),
             (None, None) => TargetConfig::local_pid_source(url),
         },
+        smaps_interval: args.smaps_interval.0,
         proc_root: args.proc_root.clone(),
     };
     let mut configs: Vec<Arc<TargetConfig>> = Vec::new();
@@ -250,6 +277,7 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
         security,
     };
     let refresher = tokio::spawn(ctx.hub.clone().run_refresher(stop_rx.clone()));
+    let trimmer = tokio::spawn(trim_allocator());
     let server = tokio::spawn(expose::serve(listener, ctx, stop_rx, DRAIN));
 
     wait_for_signal().await;
@@ -261,6 +289,7 @@ async fn daemon(args: DaemonArgs) -> ExitCode {
     }
     let _ = server.await;
     refresher.abort();
+    trimmer.abort();
     info!("stopped");
     ExitCode::SUCCESS
 }

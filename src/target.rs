@@ -140,6 +140,8 @@ pub struct TargetConfig {
     pub memstats_interval: Option<Duration>,
     /// How to find the target's process (None = not local, not collected).
     pub process: Option<PidSource>,
+    /// Interval of the target's `smaps_rollup` read (None = off).
+    pub smaps_interval: Option<Duration>,
     /// Mount point of procfs.
     pub proc_root: PathBuf,
 }
@@ -507,10 +509,9 @@ pub struct TargetState {
 impl TargetState {
     /// Fresh state: every profile is due.
     pub fn new(cfg: Arc<TargetConfig>, fetcher: Fetcher) -> Self {
-        let watcher = cfg
-            .process
-            .clone()
-            .map(|source| ProcessWatcher::new(cfg.proc_root.clone(), source));
+        let watcher = cfg.process.clone().map(|source| {
+            ProcessWatcher::new(cfg.proc_root.clone(), source).with_rollup_every(cfg.smaps_interval)
+        });
         Self {
             cfg,
             fetcher,
@@ -885,6 +886,7 @@ mod tests {
             states_max: 10_000,
             memstats_interval: Some(Duration::from_secs(15)),
             process: None,
+            smaps_interval: Some(Duration::from_secs(15)),
             proc_root: "/proc".into(),
         };
         let ms = Duration::from_millis;

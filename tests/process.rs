@@ -350,6 +350,61 @@ fn fake_tree_stats() {
 }
 
 #[test]
+fn fake_tree_watcher_spaces_out_smaps_rollup() {
+    let root = fake_proc("rollup", 1, &[(100, &["socket:[24987]"])]);
+    let pid_file = root.join("target.pid");
+    fs::write(&pid_file, "100\n").unwrap();
+    let rollup = root.join("100/smaps_rollup");
+    let original = fs::read_to_string(&rollup).unwrap();
+    let pss = |w: &mut ProcessWatcher| w.sample().unwrap().rollup.pss;
+    let hour = Some(std::time::Duration::from_secs(3600));
+
+    let mut every = ProcessWatcher::new(root.clone(), PidSource::Port(35011));
+    let mut hourly =
+        ProcessWatcher::new(root.clone(), PidSource::Port(35011)).with_rollup_every(hour);
+    let mut hourly_file = ProcessWatcher::new(root.clone(), PidSource::PidFile(pid_file.clone()))
+        .with_rollup_every(hour);
+    let mut off = ProcessWatcher::new(root.clone(), PidSource::Port(35011)).with_rollup_every(None);
+    for w in [&mut every, &mut hourly, &mut hourly_file] {
+        assert_eq!(pss(w), Some(4207 * 1024));
+    }
+    assert_eq!(pss(&mut off), None);
+
+    // The kernel's figure changes; RSS from status is read on every sample regardless.
+    fs::write(
+        &rollup,
+        original.replace("Pss:                4207 kB", "Pss:                5000 kB"),
+    )
+    .unwrap();
+    let status = root.join("100/status");
+    let status_text = fs::read_to_string(&status).unwrap();
+    fs::write(
+        &status,
+        status_text.replace("VmRSS:\t    8136 kB", "VmRSS:\t    9000 kB"),
+    )
+    .unwrap();
+    assert_eq!(pss(&mut every), Some(5000 * 1024));
+    assert_eq!(
+        pss(&mut hourly),
+        Some(4207 * 1024),
+        "read again within the hour"
+    );
+    assert_eq!(
+        pss(&mut hourly_file),
+        Some(4207 * 1024),
+        "a pid file naming the same process"
+    );
+    assert_eq!(hourly.sample().unwrap().status.vm_rss, Some(9000 * 1024));
+    assert_eq!(pss(&mut off), None);
+
+    // Another process behind the PID (new start time): its own reading, at once.
+    let stat = fs::read_to_string(root.join("100/stat")).unwrap();
+    fs::write(root.join("100/stat"), stat.replace(" 84152 ", " 99999 ")).unwrap();
+    assert_eq!(pss(&mut hourly), Some(5000 * 1024));
+    assert_eq!(pss(&mut hourly_file), Some(5000 * 1024));
+}
+
+#[test]
 fn fake_tree_watcher_keeps_and_drops_its_pid() {
     let root = fake_proc("watcher", 1, &[(100, &["socket:[24987]"])]);
     let mut w = ProcessWatcher::new(root.clone(), PidSource::Port(35011));
