@@ -101,10 +101,10 @@ const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// Hands free pages inside glibc's arenas back to the kernel every [`TRIM_EVERY`].
 /// glibc only returns memory at the top of an arena on its own, so holes left between
-/// live blocks by each cycle's short-lived buffers stay resident; in a 10-minute run at
-/// 1 s scrapes of 10,000 goroutines the second arena's resident size crept up by about
-/// 300 KB (+3 % of RSS) without this, and stayed flat with it (docs/performance.md).
-/// One call walks the free lists of both arenas: microseconds at this heap size.
+/// live blocks by each cycle's short-lived buffers stay resident. Side by side on one
+/// target at 1 s scrapes of 10,000 goroutines, this kept RSS 0.3–0.8 MB lower; it does
+/// not stop the slow rise of 3–6 % over 10 minutes that runs with and without it both
+/// show (docs/performance.md). One call walks the free lists of both arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 async fn trim_allocator() {
     let mut every = tokio::time::interval(TRIM_EVERY);
