@@ -567,6 +567,7 @@ pub struct ProcessWatcher {
     source: PidSource,
     rollup_every: Option<Duration>,
     tracked: Option<Tracked>,
+    rollup: Option<RollupReading>,
 }
 
 /// The process the last successful sample read.
@@ -575,8 +576,15 @@ struct Tracked {
     pid: u32,
     start_ticks: Option<u64>,
     sharers: Vec<u32>,
-    /// The last `smaps_rollup` reading of this process and when it was taken.
-    rollup: Option<(Instant, SmapsRollup)>,
+}
+
+/// The last `smaps_rollup` reading: of which process (PID and start time), and when.
+#[derive(Debug)]
+struct RollupReading {
+    pid: u32,
+    start_ticks: Option<u64>,
+    at: Instant,
+    rollup: SmapsRollup,
 }
 
 impl ProcessWatcher {
@@ -588,6 +596,7 @@ impl ProcessWatcher {
             source,
             rollup_every: Some(Duration::ZERO),
             tracked: None,
+            rollup: None,
         }
     }
 
@@ -620,24 +629,18 @@ impl ProcessWatcher {
         let mut stats = match self.sample_tracked() {
             Some(stats) => stats,
             None => {
-                let previous = self.tracked.take();
+                self.tracked = None;
                 let found = resolve(&self.proc_root, &self.source)?;
                 let stats = read_without_rollup(&self.proc_root, found.pid)?;
-                // A pid file or fixed PID is resolved on every sample: its rollup
-                // reading stays good while it names the same process.
-                let rollup = previous
-                    .filter(|p| p.pid == found.pid && p.start_ticks == stats.start_ticks)
-                    .and_then(|p| p.rollup);
                 self.tracked = Some(Tracked {
                     pid: found.pid,
                     start_ticks: stats.start_ticks,
                     sharers: found.sharers,
-                    rollup,
                 });
                 stats
             }
         };
-        stats.rollup = self.rollup_for(stats.pid);
+        stats.rollup = self.rollup_for(&stats);
         Ok(stats)
     }
 
@@ -651,21 +654,30 @@ impl ProcessWatcher {
         (stats.start_ticks == tracked.start_ticks).then_some(stats)
     }
 
-    /// The tracked process's `smaps_rollup`: read again when the last reading is
-    /// older than the rollup interval, else repeated.
-    fn rollup_for(&mut self, pid: u32) -> SmapsRollup {
-        let (Some(every), Some(tracked)) = (self.rollup_every, self.tracked.as_mut()) else {
+    /// The `smaps_rollup` of the process `stats` read: the last reading when it is of
+    /// the same process (PID and start time) and younger than the rollup interval,
+    /// else a new one.
+    fn rollup_for(&mut self, stats: &ProcessStats) -> SmapsRollup {
+        let Some(every) = self.rollup_every else {
             return SmapsRollup::default();
         };
         let now = Instant::now();
-        match &tracked.rollup {
-            Some((at, rollup)) if now.duration_since(*at) < every => rollup.clone(),
-            _ => {
-                let rollup = read_rollup(&self.proc_root, pid);
-                tracked.rollup = Some((now, rollup.clone()));
-                rollup
+        if let Some(last) = &self.rollup {
+            if last.pid == stats.pid
+                && last.start_ticks == stats.start_ticks
+                && now.duration_since(last.at) < every
+            {
+                return last.rollup.clone();
             }
         }
+        let rollup = read_rollup(&self.proc_root, stats.pid);
+        self.rollup = Some(RollupReading {
+            pid: stats.pid,
+            start_ticks: stats.start_ticks,
+            at: now,
+            rollup: rollup.clone(),
+        });
+        rollup
     }
 }
 
