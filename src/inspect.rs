@@ -167,10 +167,11 @@ type Rows = Vec<(String, i64, i64)>;
 
 /// Decodes `raw` and aggregates it by function for the sample type `pick` chooses,
 /// one sample at a time, straight from the wire: the sample type, the total, and
-/// (name, flat, cum) per function.
+/// (name, flat, cum) per function. `raw` is freed before the rows are built, so the
+/// peak is the larger of the two, not their sum.
 fn aggregate(
     source: &str,
-    raw: &[u8],
+    raw: Vec<u8>,
     pick: impl FnOnce(&Decoder<'_>) -> Result<usize, InspectError>,
 ) -> Result<(ValueType, i64, Rows), InspectError> {
     let err = |error| InspectError::Decode {
@@ -181,19 +182,23 @@ fn aggregate(
     let limits = DecodeLimits {
         max_frames: u64::MAX,
     };
-    let d = stream::wire_error_first(raw, stream::open(raw)).map_err(err)?;
-    let index = match pick(&d) {
-        Ok(i) => i,
-        Err(e) => {
-            // A broken profile is reported as such even when the type is wrong too.
-            stream::wire_error_first(raw, d.samples(limits, |_| {})).map_err(err)?;
-            return Err(e);
-        }
+    let (vt, names, acc) = {
+        let raw = raw.as_slice();
+        let d = stream::wire_error_first(raw, stream::open(raw)).map_err(err)?;
+        let index = match pick(&d) {
+            Ok(i) => i,
+            Err(e) => {
+                // A broken profile is reported as such even when the type is wrong too.
+                stream::wire_error_first(raw, d.samples(limits, |_| {})).map_err(err)?;
+                return Err(e);
+            }
+        };
+        let (done, acc) = by_function_in_parallel(&d, index, limits);
+        stream::wire_error_first(raw, done).map_err(err)?;
+        (d.sample_types[index].clone(), d.functions, acc)
     };
-    let (done, acc) = by_function_in_parallel(&d, index, limits);
-    stream::wire_error_first(raw, done).map_err(err)?;
-    let vt = d.sample_types[index].clone();
-    let (total, rows) = acc.into_one_type(d.functions, 0);
+    drop(raw);
+    let (total, rows) = acc.into_one_type(names, 0);
     Ok((vt, total, rows))
 }
 
@@ -244,7 +249,7 @@ fn by_function_in_parallel(
 /// Builds the report for `args`.
 pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
     let raw = load(&args.source, args)?;
-    let (vt, mut total, rows) = aggregate(&args.source, &raw, |d| match &args.sample_index {
+    let (vt, mut total, rows) = aggregate(&args.source, raw, |d| match &args.sample_index {
         Some(name) => d.sample_index(name).ok_or_else(|| {
             InspectError::SampleType(format!(
                 "sample type {name:?} not in profile (it has: {})",
@@ -259,7 +264,6 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
             .default_index()
             .ok_or_else(|| InspectError::SampleType("profile has no sample types".into())),
     })?;
-    drop(raw);
 
     let entry = |(function, flat, cum)| FunctionEntry {
         function,
@@ -270,7 +274,7 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
         None => rows.into_iter().map(entry).collect(),
         Some(base_src) => {
             let raw = load(base_src, args)?;
-            let (_, base_total, base_rows) = aggregate(base_src, &raw, |d| {
+            let (_, base_total, base_rows) = aggregate(base_src, raw, |d| {
                 d.sample_index(&vt.kind).ok_or_else(|| {
                     InspectError::SampleType(format!(
                         "base profile has no sample type {:?}",

@@ -168,12 +168,17 @@ impl FunctionAccumulator {
         if j >= k {
             return (total, Vec::new());
         }
-        let rows = names
-            .into_iter()
-            .zip(self.cells.iter().skip(j).step_by(k))
-            .filter(|(_, c)| c.present)
-            .map(|(name, c)| (name, c.flat, c.cum))
-            .collect();
+        let cells = || self.cells.iter().skip(j).step_by(k);
+        // Counted first: a filtered collect grows by doubling, and with every name
+        // present the last doubling holds both copies at once.
+        let mut rows = Vec::with_capacity(cells().filter(|c| c.present).count());
+        rows.extend(
+            names
+                .into_iter()
+                .zip(cells())
+                .filter(|(_, c)| c.present)
+                .map(|(name, c)| (name, c.flat, c.cum)),
+        );
         (total, rows)
     }
 
