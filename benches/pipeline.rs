@@ -85,6 +85,10 @@ fn pipeline(c: &mut Criterion) {
             use prost::Message;
             b.iter(|| pb::Profile::decode(black_box(p.raw.as_slice())).map(|p| p.sample.len()))
         });
+        // The top-level walk and the function and location tables, without the samples.
+        g.bench_function(format!("open/{}", p.name), |b| {
+            b.iter(|| stream::open(black_box(&p.raw)).map(|d| d.loc_frames.len()))
+        });
         // What `inspect` does: one sample type, samples aggregated straight off the wire.
         g.bench_function(format!("inspect-stream/{}", p.name), |b| {
             b.iter(|| {

@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::aggregate::functions::FunctionAccumulator;
 use crate::config::{Format, InspectArgs};
+use crate::cores;
 use crate::decode::stream::{self, Decoder, SampleRange};
 use crate::decode::{self, DecodeError, ValueType, profile::DecodeLimits};
 use crate::scrape::{FetchConfig, FetchError, Fetcher};
@@ -184,7 +185,7 @@ fn aggregate(
     };
     let (vt, names, acc) = {
         let raw = raw.as_slice();
-        let d = stream::wire_error_first(raw, stream::open(raw)).map_err(err)?;
+        let d = stream::wire_error_first(raw, stream::open_with(raw, &TwoCores)).map_err(err)?;
         let index = match pick(&d) {
             Ok(i) => i,
             Err(e) => {
@@ -202,12 +203,25 @@ fn aggregate(
     Ok((vt, total, rows))
 }
 
+/// Reads the function and location tables of a profile at the same time.
+struct TwoCores;
+
+impl stream::Pair for TwoCores {
+    fn both<A: Send, B: Send>(
+        &self,
+        first: impl FnOnce() -> A + Send,
+        second: impl FnOnce() -> B + Send,
+    ) -> (A, B) {
+        cores::join(first, second)
+    }
+}
+
 /// Most threads [`by_function_in_parallel`] uses: past this, merging the per-thread
 /// tables and their memory cost more than the samples left to each thread.
 const MAX_THREADS: usize = 4;
 
 /// Flat and cum per function for sample type `index`, the samples cut into one part per
-/// core (at most [`MAX_THREADS`]), each on its own thread with its own accumulator,
+/// core (at most [`MAX_THREADS`]), each on its own core with its own accumulator,
 /// merged in order. The first error in sample order wins, as in one pass.
 fn by_function_in_parallel(
     d: &Decoder<'_>,
@@ -224,26 +238,31 @@ fn by_function_in_parallel(
         });
         (done, acc)
     };
-    let (first, rest) = parts
-        .split_first()
+    let mut results = in_parallel(&parts, &run).into_iter();
+    let (mut done, mut acc) = results
+        .next()
         .expect("sample_parts gives at least one part");
-    let (mine, others) = std::thread::scope(|scope| {
-        let others: Vec<_> = rest.iter().map(|p| scope.spawn(move || run(p))).collect();
-        let mine = run(first);
-        let others: Vec<_> = others
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect();
-        (mine, others)
-    });
-    let (mut done, mut acc) = mine;
-    for (part_done, part_acc) in others {
+    for (part_done, part_acc) in results {
         if done.is_ok() {
             done = part_done;
         }
         acc.merge(&part_acc);
     }
     (done, acc)
+}
+
+/// `run` on every part, the first on this thread and each further one on a helper
+/// on another core; the results in the order of the parts.
+fn in_parallel<P: Sync, R: Send>(parts: &[P], run: &(impl Fn(&P) -> R + Sync)) -> Vec<R> {
+    match parts {
+        [] => Vec::new(),
+        [only] => vec![run(only)],
+        [first, rest @ ..] => {
+            let (mine, mut others) = cores::join(|| run(first), || in_parallel(rest, run));
+            others.insert(0, mine);
+            others
+        }
+    }
 }
 
 /// Builds the report for `args`.

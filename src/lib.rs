@@ -5,14 +5,15 @@
 //! [`config`] -> [`scrape`] -> [`decode`] -> [`aggregate`] -> [`expose`], with
 //! [`target`] running the per-target loop that strings them together, [`process`]
 //! reading the target's memory from `/proc`, [`inspect`] offering the same aggregation
-//! on the command line, [`telemetry`] setting up logs, and [`synth`] generating
-//! profiles for tests and benchmarks.
+//! on the command line (with [`cores`] to run its passes on two cores), [`telemetry`]
+//! setting up logs, and [`synth`] generating profiles for tests and benchmarks.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod aggregate;
 pub mod config;
+pub mod cores;
 pub mod decode;
 pub mod expose;
 pub mod inspect;

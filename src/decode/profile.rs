@@ -350,6 +350,7 @@ fn resolve(raw: pb::Profile, limits: DecodeLimits) -> Result<Profile, DecodeErro
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::decode::stream;
 
     /// A small builder for hand-made wire profiles: functions by name, locations as
     /// lists of function names (innermost first), samples as lists of location ids.
@@ -587,7 +588,31 @@ pub(crate) mod tests {
 
     /// The single-pass decoder and the message-based one agree: same profile, or the
     /// same kind of error (and the same message for reference errors).
+    /// A [`stream::Pair`] that runs the second pass first, as a helper thread that
+    /// finishes first would.
+    struct Reversed;
+
+    impl stream::Pair for Reversed {
+        fn both<A: Send, B: Send>(
+            &self,
+            first: impl FnOnce() -> A + Send,
+            second: impl FnOnce() -> B + Send,
+        ) -> (A, B) {
+            let b = second();
+            (first(), b)
+        }
+    }
+
     fn same_verdict(bytes: &[u8], limits: DecodeLimits) {
+        // The tables come out the same, errors included, in whichever order they are read.
+        let tables = |d: Result<stream::Decoder<'_>, DecodeError>| {
+            d.map(|d| (d.functions, d.loc_starts, d.loc_frames))
+        };
+        assert_eq!(
+            tables(stream::open(bytes)),
+            tables(stream::open_with(bytes, &Reversed)),
+            "{bytes:02x?}"
+        );
         let fast = decode_profile(bytes, limits);
         let reference = decode_profile_prost(bytes, limits);
         match (&fast, &reference) {

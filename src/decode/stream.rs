@@ -62,8 +62,18 @@ impl<'a> Reader<'a> {
         self.pos < self.buf.len()
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, reason: &str) -> DecodeError {
         wire(self.msg, reason)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wire_type_err(&self, wire_type: u8, expected: u8) -> DecodeError {
+        self.err(&format!(
+            "invalid wire type: {wire_type} (expected {expected})"
+        ))
     }
 
     /// A base-128 varint of at most ten bytes whose tenth byte is 0 or 1, as prost
@@ -105,8 +115,22 @@ impl<'a> Reader<'a> {
     }
 
     /// A field key: (field number, wire type).
-    #[inline]
+    #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), DecodeError> {
+        // Fields 1 to 15 have one-byte keys: every field of a profile but a few.
+        if let Some(&byte) = self.buf.get(self.pos) {
+            let (tag, wire_type) = (u32::from(byte >> 3), byte & 7);
+            if byte < 0x80 && tag != 0 && wire_type <= FIXED32 {
+                self.pos += 1;
+                return Ok((tag, wire_type));
+            }
+        }
+        self.long_key()
+    }
+
+    /// [`Reader::key`] for keys of more than one byte, and bad ones.
+    #[inline(never)]
+    fn long_key(&mut self) -> Result<(u32, u8), DecodeError> {
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
             return Err(self.err(&format!("invalid key value: {key}")));
@@ -123,7 +147,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The payload of a length-delimited field.
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.varint()?;
         let rest = self.buf.len() - self.pos;
@@ -168,21 +192,19 @@ impl<'a> Reader<'a> {
     }
 
     /// A singular scalar field (int64, uint64, bool): must be a varint.
-    #[inline]
+    #[inline(always)]
     fn scalar(&mut self, wire_type: u8) -> Result<u64, DecodeError> {
         if wire_type != VARINT {
-            return Err(self.err(&format!(
-                "invalid wire type: {wire_type} (expected {VARINT})"
-            )));
+            return Err(self.wire_type_err(wire_type, VARINT));
         }
         self.varint()
     }
 
     /// An embedded message field: must be length-delimited.
-    #[inline]
+    #[inline(always)]
     fn message(&mut self, wire_type: u8) -> Result<&'a [u8], DecodeError> {
         if wire_type != LEN {
-            return Err(self.err(&format!("invalid wire type: {wire_type} (expected {LEN})")));
+            return Err(self.wire_type_err(wire_type, LEN));
         }
         self.bytes()
     }
@@ -212,20 +234,24 @@ fn varint_message(
     fields: u32,
     budget: u32,
 ) -> Result<[u64; 2], DecodeError> {
-    let mut out = [0u64; 2];
+    // Two variables rather than an array written by index, which compiles to stores
+    // that the return value then reads back through memory, stalling.
+    let (mut first, mut second) = (0, 0);
     let mut r = Reader::new(bytes, msg);
     while r.more() {
         let (tag, wt) = r.key()?;
         if (1..=fields).contains(&tag) {
             let v = r.scalar(wt)?;
-            if tag <= 2 {
-                out[tag as usize - 1] = v;
+            match tag {
+                1 => first = v,
+                2 => second = v,
+                _ => {}
             }
         } else {
             r.skip(wt, tag, budget)?;
         }
     }
-    Ok(out)
+    Ok([first, second])
 }
 
 /// A `Location`: its id, its address, and the function ids of its lines in order.
@@ -308,8 +334,16 @@ impl IdMap {
     }
 
     /// Inserts; false if the id was already present.
+    #[inline]
     fn insert(&mut self, id: u64, idx: u32) -> bool {
-        self.in_order &= id == self.len + 1 && u64::from(idx) == self.len;
+        if self.in_order {
+            if id == self.len + 1 && u64::from(idx) == self.len {
+                // The id gives the index: nothing to store until the order breaks.
+                self.len += 1;
+                return true;
+            }
+            self.fill_in_order();
+        }
         self.len += 1;
         if id >= self.dense_limit {
             return self.sparse.insert(id, idx).is_none();
@@ -321,6 +355,23 @@ impl IdMap {
         let fresh = self.dense[i] == u32::MAX;
         self.dense[i] = idx;
         fresh
+    }
+
+    /// Leaves the in-order state: the ids so far go in the tables they skipped.
+    #[cold]
+    fn fill_in_order(&mut self) {
+        self.in_order = false;
+        for i in 0..self.len {
+            let (id, idx) = (i + 1, i as u32);
+            if id < self.dense_limit {
+                if id as usize >= self.dense.len() {
+                    self.dense.resize(id as usize + 1, u32::MAX);
+                }
+                self.dense[id as usize] = idx;
+            } else {
+                self.sparse.insert(id, idx);
+            }
+        }
     }
 
     #[inline]
@@ -640,9 +691,41 @@ fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, D
         .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
 }
 
+/// Runs two independent passes of [`open_with`] and returns both results: one after the
+/// other ([`InTurn`]), or at the same time on two threads.
+pub trait Pair {
+    /// Runs `first` and `second`, in any order or at once.
+    fn both<A: Send, B: Send>(
+        &self,
+        first: impl FnOnce() -> A + Send,
+        second: impl FnOnce() -> B + Send,
+    ) -> (A, B);
+}
+
+/// A [`Pair`] that runs the first pass, then the second, on the calling thread.
+pub struct InTurn;
+
+impl Pair for InTurn {
+    fn both<A: Send, B: Send>(
+        &self,
+        first: impl FnOnce() -> A + Send,
+        second: impl FnOnce() -> B + Send,
+    ) -> (A, B) {
+        let a = first();
+        (a, second())
+    }
+}
+
 /// Walks the top level of an uncompressed profile and resolves its tables. Samples
 /// are only located here; [`Decoder::samples`] parses them.
 pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
+    open_with(bytes, &InTurn)
+}
+
+/// [`open`], with the function and location tables read by `pair`, so a caller with a
+/// spare core can read them at the same time. The result, errors included, is the
+/// same whichever `pair` runs them.
+pub fn open_with<'a>(bytes: &'a [u8], pair: &impl Pair) -> Result<Decoder<'a>, DecodeError> {
     let mut sample_type_fields: Vec<&[u8]> = Vec::new();
     let mut samples = Runs::default();
     let mut locations = Runs::default();
@@ -720,84 +803,25 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
         sample_types.iter().position(|t| t.kind == name)
     };
 
-    // Functions: wire id -> interned name index.
-    let mut functions: Vec<String> = Vec::with_capacity(function_runs.count);
-    let mut by_name: HashMap<&str, u32> = HashMap::with_capacity(function_runs.count);
-    let mut func_ids = IdMap::new(function_runs.count);
-    for m in function_runs.messages(bytes) {
-        let [id, name] = varint_message(m, "Function", 5, RECURSION_LIMIT - 1)?;
-        if id == 0 {
-            return Err(invalid("function with id 0"));
-        }
-        let name = string_at(&strings, name as i64, "function name")?;
-        let idx = match by_name.get(name) {
-            Some(&i) => i,
-            None => {
-                let i = u32_of(functions.len(), "functions")?;
-                functions.push(name.to_owned());
-                by_name.insert(name, i);
-                i
-            }
-        };
-        if !func_ids.insert(id, idx) {
-            return Err(invalid(format!("duplicate function id {id}")));
-        }
-    }
-
-    // Locations: wire id -> index; each location's lines expanded innermost first.
-    // Resolved as they are read: where a later location is malformed on the wire and
-    // an earlier one refers to nothing, `wire_error_first` still reports the former.
-    let mut lines: Vec<u64> = Vec::new();
-    // Names made up for unsymbolised locations are owned, so they get their own map.
-    let mut address_names: HashMap<String, u32> = HashMap::new();
-    let mut loc_ids = IdMap::new(locations.count);
-    let mut loc_starts = Vec::with_capacity(locations.count + 1);
-    let mut loc_frames = Vec::with_capacity(locations.count);
-    let mut loc_one = Vec::with_capacity(locations.count);
-    loc_starts.push(0);
-    for m in locations.messages(bytes) {
-        let (id, address) = location(m, &mut lines)?;
-        if id == 0 {
-            return Err(invalid("location with id 0"));
-        }
-        if lines.is_empty() {
-            // An unsymbolised location: named by its address, as pprof prints it.
-            let name = format!("{address:016x}");
-            let idx = match by_name.get(name.as_str()).or(address_names.get(&name)) {
-                Some(&i) => i,
-                None => {
-                    let i = u32_of(functions.len(), "functions")?;
-                    functions.push(name.clone());
-                    address_names.insert(name, i);
-                    i
-                }
-            };
-            loc_frames.push(idx);
-        }
-        for &function_id in &lines {
-            let idx = func_ids.get(function_id).ok_or_else(|| {
-                invalid(format!(
-                    "location {id} refers to unknown function {function_id}"
-                ))
-            })?;
-            loc_frames.push(idx);
-        }
-        let idx = u32_of(loc_starts.len() - 1, "locations")?;
-        let start = loc_starts[idx as usize] as usize;
-        loc_one.push(match &loc_frames[start..] {
-            &[f] if f != MANY => f,
-            _ => MANY,
-        });
-        loc_starts.push(u32_of(loc_frames.len(), "frames")?);
-        if !loc_ids.insert(id, idx) {
-            return Err(invalid(format!("duplicate location id {id}")));
-        }
-    }
-
+    // The function and location tables do not refer to each other on the wire, so
+    // `pair` may read them at the same time; locations are resolved against the
+    // functions after both.
+    let (functions, raw_locations) = pair.both(
+        || function_table(bytes, &function_runs, &strings),
+        || raw_location_table(bytes, &locations),
+    );
+    // The functions come first, as when the tables were read one after the other.
+    let mut functions = functions?;
+    let (loc_frames, loc_one) = raw_locations.resolve(bytes, &locations, &mut functions)?;
+    let RawLocations {
+        starts: loc_starts,
+        ids: loc_ids,
+        ..
+    } = raw_locations;
     Ok(Decoder {
         sample_types,
         default_sample_type,
-        functions,
+        functions: functions.names,
         time_nanos,
         loc_starts,
         loc_frames,
@@ -807,6 +831,206 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
         loc_ids,
         loc_one,
     })
+}
+
+/// The function table, resolved: distinct names, and wire id -> name index.
+struct Functions<'a> {
+    names: Vec<String>,
+    by_name: HashMap<&'a str, u32>,
+    /// Names made up for unsymbolised locations are owned, so they get their own map.
+    address_names: HashMap<String, u32>,
+    ids: IdMap,
+}
+
+fn function_table<'a>(
+    bytes: &[u8],
+    runs: &Runs,
+    strings: &[&'a str],
+) -> Result<Functions<'a>, DecodeError> {
+    let mut names: Vec<String> = Vec::with_capacity(runs.count);
+    let mut by_name: HashMap<&str, u32> = HashMap::with_capacity(runs.count);
+    let mut ids = IdMap::new(runs.count);
+    for m in runs.messages(bytes) {
+        let [id, name] = varint_message(m, "Function", 5, RECURSION_LIMIT - 1)?;
+        if id == 0 {
+            return Err(invalid("function with id 0"));
+        }
+        let name = string_at(strings, name as i64, "function name")?;
+        let idx = match by_name.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = u32_of(names.len(), "functions")?;
+                names.push(name.to_owned());
+                by_name.insert(name, i);
+                i
+            }
+        };
+        if !ids.insert(id, idx) {
+            return Err(invalid(format!("duplicate function id {id}")));
+        }
+    }
+    Ok(Functions {
+        names,
+        by_name,
+        address_names: HashMap::new(),
+        ids,
+    })
+}
+
+/// In [`RawLocations::frames`]: a function id too large for the slot, kept in
+/// [`RawLocations::wide`]; or the slot of a location without lines.
+const WIDE: u32 = u32::MAX;
+
+/// The location table as read from the wire, before its function ids are resolved.
+struct RawLocations {
+    /// As [`Decoder::loc_starts`].
+    starts: Vec<u32>,
+    /// Per line, its function's wire id; [`WIDE`] for an id kept in `wide`, and one
+    /// [`WIDE`] slot for each location without lines.
+    frames: Vec<u32>,
+    /// (slot in `frames`, function id) of every id of [`WIDE`] or more, in order.
+    wide: Vec<(usize, u64)>,
+    /// (location index, address) of every location without lines, in order.
+    unsymbolised: Vec<(u32, u64)>,
+    ids: IdMap,
+    /// The first location that failed to read, why, and whether the check that failed
+    /// comes after its lines are resolved; the locations before it were read.
+    error: Option<(usize, DecodeError, bool)>,
+}
+
+/// Reads every location up to the first that fails, checking everything but the
+/// function ids its lines refer to. A failing location's error comes with whether the
+/// check that failed comes after the lines are resolved (see [`RawLocations::resolve`]).
+fn raw_location_table(bytes: &[u8], runs: &Runs) -> RawLocations {
+    let mut t = RawLocations {
+        starts: Vec::with_capacity(runs.count + 1),
+        frames: Vec::with_capacity(runs.count),
+        wide: Vec::new(),
+        unsymbolised: Vec::new(),
+        ids: IdMap::new(runs.count),
+        error: None,
+    };
+    t.starts.push(0);
+    let mut lines: Vec<u64> = Vec::new();
+    for (i, m) in runs.messages(bytes).enumerate() {
+        if let Err((e, after_lines)) = raw_location(&mut t, i, m, &mut lines) {
+            t.error = Some((i, e, after_lines));
+            break;
+        }
+    }
+    t
+}
+
+fn raw_location(
+    t: &mut RawLocations,
+    i: usize,
+    m: &[u8],
+    lines: &mut Vec<u64>,
+) -> Result<(), (DecodeError, bool)> {
+    let (id, address) = location(m, lines).map_err(|e| (e, false))?;
+    if id == 0 {
+        return Err((invalid("location with id 0"), false));
+    }
+    let after = |e| (e, true);
+    let idx = u32_of(i, "locations").map_err(after)?;
+    if lines.is_empty() {
+        t.unsymbolised.push((idx, address));
+        t.frames.push(WIDE);
+    }
+    for &function_id in lines.iter() {
+        if function_id >= u64::from(WIDE) {
+            t.wide.push((t.frames.len(), function_id));
+            t.frames.push(WIDE);
+        } else {
+            t.frames.push(function_id as u32);
+        }
+    }
+    t.starts
+        .push(u32_of(t.frames.len(), "frames").map_err(after)?);
+    if !t.ids.insert(id, idx) {
+        return Err(after(invalid(format!("duplicate location id {id}"))));
+    }
+    Ok(())
+}
+
+impl RawLocations {
+    /// Resolves every line to its function's name index, naming unsymbolised locations
+    /// by their address as pprof prints them: (frames, one frame per location or
+    /// [`MANY`]). The error is the one reading the locations one by one, each resolved
+    /// as soon as it is read, would have met first.
+    fn resolve(
+        &self,
+        bytes: &[u8],
+        runs: &Runs,
+        functions: &mut Functions<'_>,
+    ) -> Result<(Vec<u32>, Vec<u32>), DecodeError> {
+        // Resolve the location that failed too if its lines came before the failure.
+        let (read, read_error) = match &self.error {
+            None => (self.starts.len() - 1, None),
+            Some((i, e, after_lines)) => (i + usize::from(*after_lines), Some(e)),
+        };
+        // (A location too many to count failed before its frames were recorded.)
+        let read = read.min(self.starts.len() - 1);
+        let mut frames = Vec::with_capacity(self.frames.len());
+        let mut one = Vec::with_capacity(read);
+        let mut wide = self.wide.iter();
+        let mut unsymbolised = self.unsymbolised.iter().peekable();
+        for loc in 0..read {
+            let (a, b) = (self.starts[loc] as usize, self.starts[loc + 1] as usize);
+            if unsymbolised
+                .peek()
+                .is_some_and(|&&(l, _)| l as usize == loc)
+            {
+                let (_, address) = unsymbolised.next().copied().unwrap_or_default();
+                frames.push(address_name(functions, address)?);
+            } else {
+                for slot in a..b {
+                    let raw = self.frames[slot];
+                    let function_id = if raw == WIDE {
+                        wide.next().map_or(u64::from(WIDE), |&(_, id)| id)
+                    } else {
+                        u64::from(raw)
+                    };
+                    let idx = functions.ids.get(function_id).ok_or_else(|| {
+                        let id = runs
+                            .messages(bytes)
+                            .nth(loc)
+                            .and_then(|m| location(m, &mut Vec::new()).ok())
+                            .map_or(0, |(id, _)| id);
+                        invalid(format!(
+                            "location {id} refers to unknown function {function_id}"
+                        ))
+                    })?;
+                    frames.push(idx);
+                }
+            }
+            one.push(match &frames[a..b] {
+                &[f] if f != MANY => f,
+                _ => MANY,
+            });
+        }
+        match read_error {
+            Some(e) => Err(e.clone()),
+            None => Ok((frames, one)),
+        }
+    }
+}
+
+/// The name index of an unsymbolised location at `address`: its address as pprof
+/// prints it, shared with a function of that name if there is one.
+fn address_name(functions: &mut Functions<'_>, address: u64) -> Result<u32, DecodeError> {
+    let name = format!("{address:016x}");
+    if let Some(&i) = functions
+        .by_name
+        .get(name.as_str())
+        .or(functions.address_names.get(&name))
+    {
+        return Ok(i);
+    }
+    let i = u32_of(functions.names.len(), "functions")?;
+    functions.names.push(name.clone());
+    functions.address_names.insert(name, i);
+    Ok(i)
 }
 
 /// Gives a wire error precedence over a reference error found by the fast path.
