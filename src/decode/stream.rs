@@ -309,7 +309,8 @@ fn sample(bytes: &[u8], out: &mut RawSample) -> Result<(), DecodeError> {
 /// Maps wire ids (u64) to dense indices: a table for small ids, as Go writes them
 /// (1..=n), and a hash map for the rest, so that a hostile id cannot size the table.
 /// While ids 1, 2, 3, ... have arrived in order with indices 0, 1, 2, ..., the id
-/// gives the index and a lookup reads no table.
+/// gives the index: an insert writes no table and a lookup reads none. The first id
+/// out of that order fills the table with the ones before it.
 struct IdMap {
     dense: Vec<u32>,
     /// Ids below this go in `dense`, which grows up to it as ids arrive.
@@ -1139,6 +1140,13 @@ mod tests {
         assert!(m.insert(5, 3));
         assert!(!m.in_order);
         assert_eq!([3, 4, 5].map(|id| m.get(id)), [Some(2), None, Some(3)]);
+        // The ids that came in order were filled in: a repeat of one is seen.
+        assert!(!m.insert(2, 9));
+        // A repeat that breaks the order is seen too.
+        let mut m = IdMap::new(4);
+        assert!(m.insert(1, 0) && m.insert(2, 1));
+        assert!(!m.insert(1, 2));
+        assert_eq!([1, 2].map(|id| m.get(id)), [Some(2), Some(1)]);
         // In order by id but not by index (functions sharing a name).
         let mut m = IdMap::new(2);
         assert!(m.insert(1, 0) && m.insert(2, 0));
