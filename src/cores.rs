@@ -9,11 +9,16 @@
 //! helper to any allowed core but the caller's, and lets it run long enough to leave.
 
 /// Runs `here` on the calling thread and `there` on a helper thread on another core,
-/// and returns both results once both are done. A panic in either is passed on.
+/// and returns both results once both are done. A panic in either is passed on. Where
+/// the process may use only one core, both run on the calling thread, in turn.
 pub fn join<A, B>(here: impl FnOnce() -> A, there: impl FnOnce() -> B + Send) -> (A, B)
 where
     B: Send,
 {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        let a = here();
+        return (a, there());
+    }
     let caller = current_core();
     std::thread::scope(|scope| {
         let helper = scope.spawn(move || {
@@ -86,6 +91,27 @@ mod tests {
         let caught = std::panic::catch_unwind(|| join(|| 1, || -> u32 { panic!("helper") }));
         let payload = caught.unwrap_err();
         assert_eq!(payload.downcast_ref::<&str>(), Some(&"helper"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn with_one_core_allowed_both_run_on_the_calling_thread() {
+        use nix::sched::{CpuSet, sched_setaffinity};
+        use nix::unistd::Pid;
+        let (caller, here, there) = std::thread::spawn(|| {
+            let mut one = CpuSet::new();
+            one.set(current_core().unwrap()).unwrap();
+            sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+            let me = std::thread::current().id();
+            let (here, there) = join(
+                || std::thread::current().id(),
+                || std::thread::current().id(),
+            );
+            (me, here, there)
+        })
+        .join()
+        .unwrap();
+        assert_eq!((here, there), (caller, caller));
     }
 
     #[cfg(target_os = "linux")]

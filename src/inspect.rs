@@ -251,8 +251,9 @@ fn by_function_in_parallel(
     (done, acc)
 }
 
-/// `run` on every part, the first on this thread and each further one on a helper
-/// on another core; the results in the order of the parts.
+/// `run` on every part, the first on this thread and the rest through
+/// [`cores::join`]: each further part on a helper that leaves the core of the thread
+/// that started it. The results come in the order of the parts.
 fn in_parallel<P: Sync, R: Send>(parts: &[P], run: &(impl Fn(&P) -> R + Sync)) -> Vec<R> {
     match parts {
         [] => Vec::new(),
