@@ -978,11 +978,7 @@ impl RawLocations {
         let mut unsymbolised = self.unsymbolised.iter().peekable();
         for loc in 0..read {
             let (a, b) = (self.starts[loc] as usize, self.starts[loc + 1] as usize);
-            if unsymbolised
-                .peek()
-                .is_some_and(|&&(l, _)| l as usize == loc)
-            {
-                let (_, address) = unsymbolised.next().copied().unwrap_or_default();
+            if let Some(&(_, address)) = unsymbolised.next_if(|&&(l, _)| l as usize == loc) {
                 frames.push(address_name(functions, address)?);
             } else {
                 for slot in a..b {
