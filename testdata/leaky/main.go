@@ -159,12 +159,20 @@ func main() {
 	prefix := flag.String("alt-prefix", "/internal/prof", "second path prefix that also serves pprof")
 	flag.Parse()
 
-	runtime.MemProfileRate = *rate
+	// Record every allocation made while the known heap is set up, so the profile
+	// holds exactly what was retained. In Go 1.19 a change of MemProfileRate does
+	// not reset the per-P countdown to the next sample, drawn at start from the
+	// 512 KiB default, so with the rate set only here the first allocations could
+	// go unsampled (one run saw 43 of retainHeap's 64 buffers). Rate 1 samples
+	// regardless of that countdown, and each sample draws the next countdown from
+	// the rate in force, so the rate set after this holds from then on.
+	runtime.MemProfileRate = 1
 	retainHeap(64, 64<<10)
 	retainViaInlined(32, 32<<10)
 	for i := 0; i < 8; i++ {
 		recursiveAlloc(5, 16<<10)
 	}
+	runtime.MemProfileRate = *rate
 	// A heap profile shows what the last completed collections saw, up to two cycles
 	// behind; a quiet program may not collect again for minutes. Two collections now
 	// make the first profile show everything retained above.
