@@ -15,7 +15,7 @@ pub fn join<A, B>(here: impl FnOnce() -> A, there: impl FnOnce() -> B + Send) ->
 where
     B: Send,
 {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+    if !two_or_more() {
         let a = here();
         return (a, there());
     }
@@ -34,6 +34,11 @@ where
             .unwrap_or_else(|e| std::panic::resume_unwind(e));
         (a, b)
     })
+}
+
+/// Whether the process may use two cores or more.
+pub fn two_or_more() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
 
 /// The core the calling thread runs on, where the platform says.
@@ -72,6 +77,26 @@ fn leave_core(core: Option<usize>) {
 #[cfg(not(target_os = "linux"))]
 fn leave_core(_core: Option<usize>) {}
 
+/// Runs `f` on a fresh thread allowed only the core it starts on, so that the test's
+/// own thread keeps its mask.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn on_one_core<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut one = CpuSet::new();
+                one.set(current_core().unwrap()).unwrap();
+                sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+                assert!(!two_or_more());
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,21 +121,14 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn with_one_core_allowed_both_run_on_the_calling_thread() {
-        use nix::sched::{CpuSet, sched_setaffinity};
-        use nix::unistd::Pid;
-        let (caller, here, there) = std::thread::spawn(|| {
-            let mut one = CpuSet::new();
-            one.set(current_core().unwrap()).unwrap();
-            sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+        let (caller, here, there) = on_one_core(|| {
             let me = std::thread::current().id();
             let (here, there) = join(
                 || std::thread::current().id(),
                 || std::thread::current().id(),
             );
             (me, here, there)
-        })
-        .join()
-        .unwrap();
+        });
         assert_eq!((here, there), (caller, caller));
     }
 

@@ -5,7 +5,6 @@
 //! does: flat and cum are both linear in the sample values, so the difference of the
 //! aggregates equals the aggregate of the difference.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
@@ -15,7 +14,7 @@ use thiserror::Error;
 use crate::aggregate::functions::FunctionAccumulator;
 use crate::config::{Format, InspectArgs};
 use crate::cores;
-use crate::decode::stream::{self, Decoder, SampleRange};
+use crate::decode::stream::{self, Decoder, SampleRange, Walk};
 use crate::decode::{self, DecodeError, ValueType, profile::DecodeLimits};
 use crate::scrape::{FetchConfig, FetchError, Fetcher};
 
@@ -75,19 +74,26 @@ pub struct FunctionEntry {
     pub cum: i64,
 }
 
-/// The uncompressed profile bytes of a file or URL, within the byte limits of `args`.
-fn load(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
+/// The uncompressed profile bytes of a file or URL, within the byte limits of `args`,
+/// and their top level as far as it was walked while they were inflated.
+fn load(source: &str, args: &InspectArgs) -> Result<(Vec<u8>, Walk), InspectError> {
     let decode_err = |error| InspectError::Decode {
         source_name: source.to_owned(),
         error,
     };
+    let limit = args.max_decompressed_bytes;
     if source.starts_with("http://") || source.starts_with("https://") {
         let body = fetch(source, args)?;
-        return match decode::gunzip_bounded(&body, args.max_decompressed_bytes) {
-            Ok(Cow::Owned(raw)) => Ok(raw),
-            Ok(Cow::Borrowed(_)) => Ok(body),
-            Err(e) => Err(decode_err(e)),
-        };
+        if !decode::is_gzip(&body) {
+            if body.len() as u64 > limit {
+                return Err(decode_err(DecodeError::TooLarge { limit }));
+            }
+            return Ok((body, Walk::default()));
+        }
+        // Profiles compress about 3-5x.
+        let guess = (body.len() as u64).saturating_mul(4);
+        let (_, loaded) = inflate_and_walk(&body[..], limit, guess);
+        return loaded.map_err(decode_err);
     }
     let io = |e: std::io::Error| InspectError::Io {
         path: source.to_owned(),
@@ -104,7 +110,6 @@ fn load(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
     }
     // Inflate straight from the file: the compressed bytes never sit in memory.
     let mut input = BufReader::with_capacity(64 << 10, file.take(args.max_bytes + 1));
-    let limit = args.max_decompressed_bytes;
     if !decode::is_gzip(input.fill_buf().map_err(io)?) {
         let mut raw = Vec::with_capacity(size.min(limit) as usize);
         input.read_to_end(&mut raw).map_err(io)?;
@@ -114,15 +119,60 @@ fn load(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
         if raw.len() as u64 > limit {
             return Err(decode_err(DecodeError::TooLarge { limit }));
         }
-        return Ok(raw);
+        return Ok((raw, Walk::default()));
     }
     // Profiles compress 1-5x; reserving is free until pages are written.
-    let read = decode::inflate(&mut input, limit, size.saturating_mul(4));
+    let (input, loaded) = inflate_and_walk(input, limit, size.saturating_mul(4));
     // A file that grew past the limit while being read ends the stream early.
     if input.get_ref().limit() == 0 {
         return Err(too_big());
     }
-    read.map_err(decode_err)
+    loaded.map_err(decode_err)
+}
+
+/// Bytes per piece that [`inflate_and_walk`]'s inflater hands on.
+const PIECE: usize = 128 << 10;
+
+/// Inflates the gzip stream `input` (see [`decode::inflate`]) on a helper core while
+/// this thread gathers the output and walks the top level of what it has so far, so
+/// that little of the walk is left when the inflater ends. Returns `input` with the
+/// result. Where the process may use only one core, inflates, then walks.
+fn inflate_and_walk<R: BufRead + Send>(
+    mut input: R,
+    limit: u64,
+    guess: u64,
+) -> (R, Result<(Vec<u8>, Walk), DecodeError>) {
+    let capacity = guess.min(limit.saturating_add(1)) as usize;
+    if !cores::two_or_more() {
+        let raw = decode::inflate(&mut input, limit, guess);
+        return (input, raw.map(|raw| (raw, Walk::default())));
+    }
+    // Full pieces one way, emptied ones back for the inflater to fill again.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let (raw_walk, (input, inflated)) = cores::join(
+        move || {
+            let mut raw = Vec::with_capacity(capacity);
+            let mut walk = Walk::default();
+            for piece in full_rx {
+                raw.extend_from_slice(&piece);
+                let _ = empty_tx.send(piece);
+                // The pieces so far may end inside a field: the walk stops before it.
+                let _ = walk.advance(&raw, false);
+            }
+            (raw, walk)
+        },
+        move || {
+            let inflated = decode::inflate_in_pieces(&mut input, limit, PIECE, |piece| {
+                // The receiver outlives this closure, so a send only fails if it
+                // panicked, which join passes on.
+                let _ = full_tx.send(piece);
+                empty_rx.try_recv().unwrap_or_default()
+            });
+            (input, inflated)
+        },
+    );
+    (input, inflated.map(|()| raw_walk))
 }
 
 fn fetch(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
@@ -172,7 +222,7 @@ type Rows = Vec<(String, i64, i64)>;
 /// peak is the larger of the two, not their sum.
 fn aggregate(
     source: &str,
-    raw: Vec<u8>,
+    (raw, walk): (Vec<u8>, Walk),
     pick: impl FnOnce(&Decoder<'_>) -> Result<usize, InspectError>,
 ) -> Result<(ValueType, i64, Rows), InspectError> {
     let err = |error| InspectError::Decode {
@@ -185,7 +235,7 @@ fn aggregate(
     };
     let (vt, names, acc) = {
         let raw = raw.as_slice();
-        let d = stream::wire_error_first(raw, stream::open_with(raw, &TwoCores)).map_err(err)?;
+        let d = stream::wire_error_first(raw, walk.finish(raw, &TwoCores)).map_err(err)?;
         let index = match pick(&d) {
             Ok(i) => i,
             Err(e) => {
@@ -465,7 +515,71 @@ pub fn render_to(
 
 #[cfg(test)]
 mod tests {
-    use super::{int_cell, pct_cell};
+    use super::{inflate_and_walk, int_cell, pct_cell};
+    use crate::decode::{self, DecodeError, stream};
+
+    /// Function names, location starts and frames.
+    type Tables = (Vec<String>, Vec<u32>, Vec<u32>);
+
+    /// The tables a decoder resolved, for comparing two ways to one.
+    fn tables(d: Result<stream::Decoder<'_>, DecodeError>) -> Result<Tables, DecodeError> {
+        d.map(|d| (d.functions, d.loc_starts, d.loc_frames))
+    }
+
+    #[test]
+    fn inflating_while_walking_gives_what_inflating_then_opening_gives() {
+        use prost::Message;
+        let p = crate::synth::generate(&crate::synth::SynthConfig {
+            kind: crate::synth::SynthKind::Goroutine,
+            seed: 3,
+            samples: 3000,
+            functions: 2000,
+            max_depth: 20,
+        });
+        let raw = p.encode_to_vec();
+        let gz = |bytes: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut enc, bytes).unwrap();
+            enc.finish().unwrap()
+        };
+        // Whole; cut inside the samples (the walk stops mid-profile); cut in the gzip.
+        let whole = gz(&raw);
+        let cut_profile = gz(&raw[..raw.len() / 3]);
+        let cut_gzip = &whole[..whole.len() / 2];
+        let limit = raw.len() as u64;
+        let cases = [
+            (&whole[..], limit),
+            (&whole[..], limit - 1),
+            (&cut_profile[..], limit),
+            (cut_gzip, limit),
+        ];
+        // On two cores if there are two, and on one, where the inflater runs first.
+        let two_ways = |z: &[u8], limit: u64| {
+            let two = inflate_and_walk(z, limit, 0).1;
+            #[cfg(target_os = "linux")]
+            {
+                let one = crate::cores::on_one_core(|| inflate_and_walk(z, limit, 0).1);
+                let got = |r: &Result<(Vec<u8>, stream::Walk), DecodeError>| {
+                    r.as_ref().map(|(raw, _)| raw.clone()).map_err(Clone::clone)
+                };
+                assert_eq!(got(&one), got(&two));
+            }
+            two
+        };
+        for (z, limit) in cases {
+            let want = decode::inflate(&mut &z[..], limit, 0);
+            let got = two_ways(z, limit);
+            match (want, got) {
+                (Ok(want), Ok((got, walk))) => {
+                    assert_eq!(got, want);
+                    let opened = tables(stream::open(&want));
+                    assert_eq!(tables(walk.finish(&got, &stream::InTurn)), opened);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("{a:?} vs {:?}", b.map(|(raw, _)| raw.len())),
+            }
+        }
+    }
 
     /// What the table printed before `pct` had its integer path.
     fn formatted(v: i64, total: i64) -> String {

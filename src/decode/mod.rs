@@ -69,8 +69,55 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
     // One byte past the limit tells "exactly at the limit" from "over it".
     let cap = limit.saturating_add(1);
     let mut out: Vec<u8> = Vec::with_capacity(guess.max(64 << 10).min(cap) as usize);
+    inflate_into(input, limit, &mut out, |out| {
+        if out.len() as u64 >= cap {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        let room = out.len().max(64 << 10) as u64;
+        out.reserve_exact(room.min(cap - out.len() as u64) as usize);
+        Ok(0)
+    })?;
+    Ok(out)
+}
+
+/// [`inflate`], handing the output on in pieces of `piece` bytes (the last one
+/// shorter) as they are produced, to `send`, which returns an empty vector to fill
+/// next (the one it was given back, say, for its room). No more than `limit` bytes are
+/// handed on in all.
+pub fn inflate_in_pieces(
+    input: &mut impl BufRead,
+    limit: u64,
+    piece: usize,
+    mut send: impl FnMut(Vec<u8>) -> Vec<u8>,
+) -> Result<(), DecodeError> {
+    let piece = piece.max(1);
+    let mut out = Vec::with_capacity(piece);
+    inflate_into(input, limit, &mut out, |out| {
+        let full = std::mem::take(out);
+        let sent = full.len();
+        *out = send(full);
+        out.clear();
+        out.reserve_exact(piece);
+        Ok(sent as u64)
+    })?;
+    if !out.is_empty() {
+        send(out);
+    }
+    Ok(())
+}
+
+/// The inflate loop: output goes to `out`, and when `out` is full, `full` makes room
+/// in it and returns how many bytes it took out (handed on elsewhere), so that the
+/// limit counts every byte produced.
+fn inflate_into(
+    input: &mut impl BufRead,
+    limit: u64,
+    out: &mut Vec<u8>,
+    mut full: impl FnMut(&mut Vec<u8>) -> Result<u64, DecodeError>,
+) -> Result<(), DecodeError> {
     let mut z = Decompress::new_gzip(15);
     let mut in_member = true;
+    let mut handed_on: u64 = 0;
     loop {
         let buf = input
             .fill_buf()
@@ -79,7 +126,7 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
             if in_member {
                 return Err(DecodeError::Gzip("unexpected end of file".into()));
             }
-            return Ok(out);
+            return Ok(());
         }
         if !in_member {
             // Another member follows: it brings its own header.
@@ -87,19 +134,15 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
             in_member = true;
         }
         if out.len() == out.capacity() {
-            if out.len() as u64 >= cap {
-                return Err(DecodeError::TooLarge { limit });
-            }
-            let room = out.len().max(64 << 10) as u64;
-            out.reserve_exact(room.min(cap - out.len() as u64) as usize);
+            handed_on += full(out)?;
         }
         let (in_before, out_before) = (z.total_in(), z.total_out());
         let status = z
-            .decompress_vec(buf, &mut out, FlushDecompress::None)
+            .decompress_vec(buf, out, FlushDecompress::None)
             .map_err(|e| DecodeError::Gzip(e.to_string()))?;
         let consumed = (z.total_in() - in_before) as usize;
         input.consume(consumed);
-        if out.len() as u64 > limit {
+        if handed_on + out.len() as u64 > limit {
             return Err(DecodeError::TooLarge { limit });
         }
         match status {
@@ -253,6 +296,53 @@ mod tests {
             inflate(&mut r, 1 << 20, 0).unwrap_err(),
             DecodeError::Gzip("disk on fire".into())
         );
+    }
+
+    #[test]
+    fn inflating_in_pieces_hands_on_what_inflating_whole_gives() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let one = gzip(&data);
+        let mut two = gzip(b"first member, ");
+        two.extend(gzip(&data));
+        let mut corrupt = one.clone();
+        for b in &mut corrupt[12..40] {
+            *b ^= 0x5a;
+        }
+        let mut junk = one.clone();
+        junk.extend_from_slice(b"trailing junk");
+        let cases: [(&[u8], u64); 7] = [
+            (&one, 1 << 30),
+            (&one, data.len() as u64),
+            (&one, data.len() as u64 - 1),
+            (&two, 1 << 30),
+            (&one[..one.len() / 2], 1 << 30),
+            (&corrupt, 1 << 30),
+            (&junk, 1 << 30),
+        ];
+        for (z, limit) in cases {
+            let whole = inflate(&mut &z[..], limit, 0);
+            for piece in [1, 4096, 64 << 10, 1 << 20] {
+                let mut pieces: Vec<Vec<u8>> = Vec::new();
+                let done = inflate_in_pieces(&mut &z[..], limit, piece, |p| {
+                    pieces.push(p);
+                    Vec::new()
+                });
+                let joined: Vec<u8> = pieces.concat();
+                assert!(
+                    joined.len() as u64 <= limit,
+                    "no more than the limit handed on"
+                );
+                match (&whole, done) {
+                    (Ok(w), Ok(())) => assert_eq!(&joined, w, "piece {piece}"),
+                    (Err(a), Err(b)) => assert_eq!(a, &b, "piece {piece}"),
+                    (w, d) => panic!("whole {w:?} vs in pieces {d:?}, piece {piece}"),
+                }
+                if let Some((last, full)) = pieces.split_last() {
+                    assert!(full.iter().all(|p| p.len() == piece), "piece {piece}");
+                    assert!(!last.is_empty() && last.len() <= piece, "piece {piece}");
+                }
+            }
+        }
     }
 
     #[test]

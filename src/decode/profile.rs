@@ -603,14 +603,49 @@ pub(crate) mod tests {
         }
     }
 
+    /// [`stream::open`] on `bytes` received `piece` bytes at a time, each prefix
+    /// walked as it grows.
+    fn walked_in_pieces(bytes: &[u8], piece: usize) -> Result<stream::Decoder<'_>, DecodeError> {
+        let mut walk = stream::Walk::default();
+        let mut end = 0;
+        while end < bytes.len() {
+            end = (end + piece).min(bytes.len());
+            walk.advance(&bytes[..end], false)
+                .expect("an incomplete walk never fails");
+        }
+        walk.finish(bytes, &stream::InTurn)
+    }
+
+    #[test]
+    fn a_walk_byte_by_byte_reads_what_a_walk_in_one_go_reads() {
+        for base in corpus() {
+            let want = stream::open(&base).map(|d| (d.functions, d.loc_starts, d.loc_frames));
+            assert!(want.is_ok());
+            let got = walked_in_pieces(&base, 1).map(|d| (d.functions, d.loc_starts, d.loc_frames));
+            assert_eq!(got, want);
+            // Cut short, the walk reports what a walk of the short bytes in one go does.
+            let short = &base[..base.len() - 3];
+            let want = stream::open(short).map(|_| ());
+            assert!(want.is_err());
+            assert_eq!(walked_in_pieces(short, 1).map(|_| ()), want);
+        }
+    }
+
     fn same_verdict(bytes: &[u8], limits: DecodeLimits) {
         // The tables come out the same, errors included, in whichever order they are read.
         let tables = |d: Result<stream::Decoder<'_>, DecodeError>| {
             d.map(|d| (d.functions, d.loc_starts, d.loc_frames))
         };
+        let whole = tables(stream::open(bytes));
         assert_eq!(
-            tables(stream::open(bytes)),
+            whole,
             tables(stream::open_with(bytes, &Reversed)),
+            "{bytes:02x?}"
+        );
+        // And when the top level is walked as the bytes arrive, about 40 pieces.
+        assert_eq!(
+            whole,
+            tables(walked_in_pieces(bytes, 1 + bytes.len() / 40)),
             "{bytes:02x?}"
         );
         let fast = decode_profile(bytes, limits);

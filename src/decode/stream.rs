@@ -16,6 +16,7 @@
 //! message was decoded before being resolved: see [`wire_error_first`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use super::DecodeError;
 use super::profile::{DecodeLimits, ValueType};
@@ -692,6 +693,15 @@ fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, D
         .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
 }
 
+/// A string table entry that is not UTF-8, as prost words it.
+#[cold]
+fn not_utf8() -> DecodeError {
+    wire(
+        "Profile.string_table",
+        "invalid string value: data is not UTF-8 encoded",
+    )
+}
+
 /// Runs two independent passes of [`open_with`] and returns both results: one after the
 /// other ([`InTurn`]), or at the same time on two threads.
 pub trait Pair {
@@ -727,23 +737,69 @@ pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
 /// spare core can read them at the same time. The result, errors included, is the
 /// same whichever `pair` runs them.
 pub fn open_with<'a>(bytes: &'a [u8], pair: &impl Pair) -> Result<Decoder<'a>, DecodeError> {
-    let mut sample_type_fields: Vec<&[u8]> = Vec::new();
-    let mut samples = Runs::default();
-    let mut locations = Runs::default();
-    let mut function_runs = Runs::default();
-    let mut strings: Vec<&str> = Vec::new();
-    let mut default_sample_type: i64 = 0;
-    let mut time_nanos: i64 = 0;
+    Walk::default().finish(bytes, pair)
+}
 
-    let mut r = Reader::new(bytes, "Profile");
-    while r.more() {
-        let field = r.pos;
+/// Where the parts of a profile lie, as far as its top level has been walked: a
+/// caller that receives a profile piece by piece (from an inflater, say) can walk
+/// each piece as it comes, and [`Walk::finish`] what it walked once it has them all.
+/// Only byte offsets are kept, so the buffer may grow, and move, between pieces.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Where the first field not yet walked starts.
+    pos: usize,
+    sample_type_fields: Vec<(usize, usize)>,
+    samples: Runs,
+    locations: Runs,
+    function_runs: Runs,
+    /// Byte ranges of the string table's entries.
+    strings: Vec<(usize, usize)>,
+    default_sample_type: i64,
+    time_nanos: i64,
+}
+
+impl Walk {
+    /// Walks the top-level fields of `bytes` from where the last call stopped. `bytes`
+    /// is the profile received so far: the same bytes as at the last call, with more
+    /// after them. With `complete`, `bytes` is the whole profile, and a field that
+    /// cannot be read is an error, the same one [`open`] reports. Without, the walk
+    /// stops before such a field, which may only lack the bytes still to come; the
+    /// call with `complete` reads it again.
+    pub fn advance(&mut self, bytes: &[u8], complete: bool) -> Result<(), DecodeError> {
+        let mut r = Reader::new(bytes, "Profile");
+        r.pos = self.pos;
+        while r.more() {
+            let field = r.pos;
+            match self.field(&mut r, field) {
+                Ok(()) => self.pos = r.pos,
+                // A string before the field that is not UTF-8 is the first error.
+                Err(e) if complete => return self.utf8(bytes).and(Err(e)),
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The strings walked so far, checked to be UTF-8.
+    fn utf8<'a>(&self, bytes: &'a [u8]) -> Result<Vec<&'a str>, DecodeError> {
+        self.strings
+            .iter()
+            .map(|&(a, b)| std::str::from_utf8(&bytes[a..b]).map_err(|_| not_utf8()))
+            .collect()
+    }
+
+    /// Reads the field that starts at `field`, where `r` stands.
+    #[inline]
+    fn field(&mut self, r: &mut Reader<'_>, field: usize) -> Result<(), DecodeError> {
         let (tag, wt) = r.key()?;
         match tag {
-            1 => sample_type_fields.push(r.message(wt)?),
+            1 => {
+                let m = r.message(wt)?;
+                self.sample_type_fields.push((r.pos - m.len(), r.pos));
+            }
             2 => {
                 r.message(wt)?;
-                samples.push(field, r.pos);
+                self.samples.push(field, r.pos);
             }
             3 => {
                 let m = r.message(wt)?;
@@ -751,24 +807,19 @@ pub fn open_with<'a>(bytes: &'a [u8], pair: &impl Pair) -> Result<Decoder<'a>, D
             }
             4 => {
                 r.message(wt)?;
-                locations.push(field, r.pos);
+                self.locations.push(field, r.pos);
             }
             5 => {
                 r.message(wt)?;
-                function_runs.push(field, r.pos);
+                self.function_runs.push(field, r.pos);
             }
             6 => {
+                // Checked to be UTF-8 once, by `finish` (or by `advance` on an error).
                 let b = r.message(wt)?;
-                let s = std::str::from_utf8(b).map_err(|_| {
-                    wire(
-                        "Profile.string_table",
-                        "invalid string value: data is not UTF-8 encoded",
-                    )
-                })?;
-                strings.push(s);
+                self.strings.push((r.pos - b.len(), r.pos));
             }
-            9 => time_nanos = r.scalar(wt)? as i64,
-            14 => default_sample_type = r.scalar(wt)? as i64,
+            9 => self.time_nanos = r.scalar(wt)? as i64,
+            14 => self.default_sample_type = r.scalar(wt)? as i64,
             7 | 8 | 10 | 12 | 15 => drop(r.scalar(wt)?),
             11 => {
                 let m = r.message(wt)?;
@@ -777,67 +828,92 @@ pub fn open_with<'a>(bytes: &'a [u8], pair: &impl Pair) -> Result<Decoder<'a>, D
             13 => r.repeated(wt, drop)?,
             _ => r.skip(wt, tag, RECURSION_LIMIT)?,
         }
+        Ok(())
     }
 
-    // Sample types are tiny; parse them all before any check, like the rest of the
-    // wire structure.
-    let mut raw_types = Vec::with_capacity(sample_type_fields.len());
-    for m in &sample_type_fields {
-        raw_types.push(varint_message(m, "ValueType", 2, RECURSION_LIMIT - 1)?);
-    }
-    let sample_types = raw_types
-        .iter()
-        .map(|&[t, u]| {
-            Ok(ValueType {
-                kind: string_at(&strings, t as i64, "sample type")?.to_owned(),
-                unit: string_at(&strings, u as i64, "sample unit")?.to_owned(),
+    /// Walks the rest of `bytes`, the whole profile, and resolves it into a decoder,
+    /// with the function and location tables read by `pair` (see [`open_with`]).
+    pub fn finish<'a>(
+        mut self,
+        bytes: &'a [u8],
+        pair: &impl Pair,
+    ) -> Result<Decoder<'a>, DecodeError> {
+        self.advance(bytes, true)?;
+        let strings = self.utf8(bytes)?;
+        let Walk {
+            sample_type_fields,
+            samples,
+            locations,
+            function_runs,
+            default_sample_type,
+            time_nanos,
+            ..
+        } = self;
+        let sample_type_fields: Vec<&[u8]> = sample_type_fields
+            .iter()
+            .map(|&(a, b)| &bytes[a..b])
+            .collect();
+
+        // Sample types are tiny; parse them all before any check, like the rest of the
+        // wire structure.
+        let mut raw_types = Vec::with_capacity(sample_type_fields.len());
+        for m in &sample_type_fields {
+            raw_types.push(varint_message(m, "ValueType", 2, RECURSION_LIMIT - 1)?);
+        }
+        let sample_types = raw_types
+            .iter()
+            .map(|&[t, u]| {
+                Ok(ValueType {
+                    kind: string_at(&strings, t as i64, "sample type")?.to_owned(),
+                    unit: string_at(&strings, u as i64, "sample unit")?.to_owned(),
+                })
             })
-        })
-        .collect::<Result<Vec<_>, DecodeError>>()?;
-    if sample_types.is_empty() && samples.count > 0 {
-        return Err(invalid("samples present but no sample types"));
-    }
-    let default_sample_type = if default_sample_type == 0 {
-        None
-    } else {
-        let name = string_at(&strings, default_sample_type, "default sample type")?;
-        sample_types.iter().position(|t| t.kind == name)
-    };
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        if sample_types.is_empty() && samples.count > 0 {
+            return Err(invalid("samples present but no sample types"));
+        }
+        let default_sample_type = if default_sample_type == 0 {
+            None
+        } else {
+            let name = string_at(&strings, default_sample_type, "default sample type")?;
+            sample_types.iter().position(|t| t.kind == name)
+        };
 
-    // The function and location tables do not refer to each other on the wire, so
-    // `pair` may read them at the same time; locations are resolved against the
-    // functions after both.
-    let (functions, raw_locations) = pair.both(
-        || function_table(bytes, &function_runs, &strings),
-        || raw_location_table(bytes, &locations),
-    );
-    // The functions come first, as when the tables were read one after the other.
-    let mut functions = functions?;
-    let (loc_frames, loc_one) = raw_locations.resolve(bytes, &locations, &mut functions)?;
-    let RawLocations {
-        starts: loc_starts,
-        ids: loc_ids,
-        ..
-    } = raw_locations;
-    Ok(Decoder {
-        sample_types,
-        default_sample_type,
-        functions: functions.names,
-        time_nanos,
-        loc_starts,
-        loc_frames,
-        bytes,
-        strings,
-        samples,
-        loc_ids,
-        loc_one,
-    })
+        // The function and location tables do not refer to each other on the wire, so
+        // `pair` may read them at the same time; locations are resolved against the
+        // functions after both.
+        let (functions, raw_locations) = pair.both(
+            || function_table(bytes, &function_runs, &strings),
+            || raw_location_table(bytes, &locations),
+        );
+        // The functions come first, as when the tables were read one after the other.
+        let mut functions = functions?;
+        let (loc_frames, loc_one) = raw_locations.resolve(bytes, &locations, &mut functions)?;
+        let RawLocations {
+            starts: loc_starts,
+            ids: loc_ids,
+            ..
+        } = raw_locations;
+        Ok(Decoder {
+            sample_types,
+            default_sample_type,
+            functions: functions.names,
+            time_nanos,
+            loc_starts,
+            loc_frames,
+            bytes,
+            strings,
+            samples,
+            loc_ids,
+            loc_one,
+        })
+    }
 }
 
 /// The function table, resolved: distinct names, and wire id -> name index.
 struct Functions<'a> {
     names: Vec<String>,
-    by_name: HashMap<&'a str, u32>,
+    by_name: HashMap<&'a str, u32, foldhash::fast::RandomState>,
     /// Names made up for unsymbolised locations are owned, so they get their own map.
     address_names: HashMap<String, u32>,
     ids: IdMap,
@@ -849,7 +925,8 @@ fn function_table<'a>(
     strings: &[&'a str],
 ) -> Result<Functions<'a>, DecodeError> {
     let mut names: Vec<String> = Vec::with_capacity(runs.count);
-    let mut by_name: HashMap<&str, u32> = HashMap::with_capacity(runs.count);
+    let mut by_name: HashMap<&str, u32, _> =
+        HashMap::with_capacity_and_hasher(runs.count, foldhash::fast::RandomState::default());
     let mut ids = IdMap::new(runs.count);
     for m in runs.messages(bytes) {
         let [id, name] = varint_message(m, "Function", 5, RECURSION_LIMIT - 1)?;
@@ -857,13 +934,12 @@ fn function_table<'a>(
             return Err(invalid("function with id 0"));
         }
         let name = string_at(strings, name as i64, "function name")?;
-        let idx = match by_name.get(name) {
-            Some(&i) => i,
-            None => {
+        let idx = match by_name.entry(name) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
                 let i = u32_of(names.len(), "functions")?;
                 names.push(name.to_owned());
-                by_name.insert(name, i);
-                i
+                *e.insert(i)
             }
         };
         if !ids.insert(id, idx) {
@@ -1094,6 +1170,22 @@ mod tests {
                 s.frames.to_vec(),
             ))
         }
+    }
+
+    #[test]
+    fn a_string_that_is_not_utf8_is_the_error_even_before_a_broken_field() {
+        let mut bytes = profile(10, 0);
+        // A string of one byte that is not UTF-8, then a sample cut short.
+        bytes.extend_from_slice(&[0x32, 0x01, 0xff]);
+        let not_utf8 = open(&bytes).err().unwrap();
+        assert_eq!(not_utf8, super::not_utf8());
+        bytes.extend_from_slice(&[0x12, 0x05, 0x08]);
+        assert_eq!(open(&bytes).err().unwrap(), not_utf8);
+        // The same bytes without the bad string fail on the cut sample.
+        let cut = [&bytes[..bytes.len() - 6], &bytes[bytes.len() - 3..]].concat();
+        let broken = open(&cut).err().unwrap();
+        assert!(matches!(broken, DecodeError::Protobuf(_)));
+        assert_ne!(broken, not_utf8);
     }
 
     #[test]
