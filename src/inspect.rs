@@ -558,7 +558,7 @@ mod tests {
             (&cut_profile[..], limit),
             (cut_gzip, limit),
         ];
-        // On two cores if there are two, and on one, where the inflater runs first.
+        // On two cores if there are two, and on one, where it inflates, then walks.
         let two_ways = |z: &[u8], limit: u64| {
             let two = inflate_and_walk(z, limit, 0).1;
             #[cfg(target_os = "linux")]
