@@ -80,10 +80,10 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
     Ok(out)
 }
 
-/// [`inflate`], handing the output on in pieces of `piece` bytes (the last one
-/// shorter) as they are produced, to `send`, which returns an empty vector to fill
-/// next (the one it was given back, say, for its room). No more than `limit` bytes are
-/// handed on in all.
+/// [`inflate`], handing the output on to `send` in pieces of `piece` bytes (the last
+/// one shorter) as they are produced. `send` returns the vector to fill next: a piece
+/// it has emptied, so that its memory serves again, or a new one. No more than `limit`
+/// bytes are handed on in all.
 pub fn inflate_in_pieces(
     input: &mut impl BufRead,
     limit: u64,
