@@ -148,6 +148,8 @@ fn inflate_and_walk<R: BufRead + Send>(
     guess: u64,
 ) -> (R, Result<(Vec<u8>, Walk), DecodeError>) {
     let capacity = guess.min(limit.saturating_add(1)) as usize;
+    // `cores::join` would run the two sides in turn, and the walking side would wait
+    // for pieces that the inflater, not started yet, cannot send.
     if !cores::two_or_more() {
         let raw = decode::inflate(&mut input, limit, guess);
         return (input, raw.map(|raw| (raw, Walk::default())));
@@ -163,7 +165,7 @@ fn inflate_and_walk<R: BufRead + Send>(
                 raw.extend_from_slice(&piece);
                 let _ = empty_tx.send(piece);
                 // The pieces so far may end inside a field: the walk stops before it.
-                let _ = walk.advance(&raw, false);
+                walk.advance(&raw);
             }
             (raw, walk)
         },
@@ -523,14 +525,6 @@ mod tests {
     use super::{inflate_and_walk, int_cell, pct_cell};
     use crate::decode::{self, DecodeError, stream};
 
-    /// Function names, location starts and frames.
-    type Tables = (Vec<String>, Vec<u32>, Vec<u32>);
-
-    /// The tables a decoder resolved, for comparing two ways to one.
-    fn tables(d: Result<stream::Decoder<'_>, DecodeError>) -> Result<Tables, DecodeError> {
-        d.map(|d| (d.functions, d.loc_starts, d.loc_frames))
-    }
-
     #[test]
     fn inflating_while_walking_gives_what_inflating_then_opening_gives() {
         use prost::Message;
@@ -577,8 +571,9 @@ mod tests {
             match (want, got) {
                 (Ok(want), Ok((got, walk))) => {
                     assert_eq!(got, want);
-                    let opened = tables(stream::open(&want));
-                    assert_eq!(tables(walk.finish(&got, &stream::InTurn)), opened);
+                    let opened = stream::open(&want).map(stream::Decoder::into_tables);
+                    let finished = walk.finish(&got, &stream::InTurn);
+                    assert_eq!(finished.map(stream::Decoder::into_tables), opened);
                 }
                 (Err(a), Err(b)) => assert_eq!(a, b),
                 (a, b) => panic!("{a:?} vs {:?}", b.map(|(raw, _)| raw.len())),

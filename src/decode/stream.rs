@@ -524,6 +524,15 @@ pub struct SampleRef<'s> {
     pub labels: &'s [(&'s str, &'s str)],
 }
 
+#[cfg(test)]
+impl Decoder<'_> {
+    /// Function names, location starts and frames: what the tables resolved to, for
+    /// tests that compare two ways of reading a profile.
+    pub(crate) fn into_tables(self) -> (Vec<String>, Vec<u32>, Vec<u32>) {
+        (self.functions, self.loc_starts, self.loc_frames)
+    }
+}
+
 impl Decoder<'_> {
     /// The sample type `go tool pprof` shows when none is asked for.
     pub fn default_index(&self) -> Option<usize> {
@@ -759,23 +768,23 @@ pub struct Walk {
 }
 
 impl Walk {
-    /// Walks the top-level fields of `bytes` from where the last call stopped. `bytes`
-    /// is the profile received so far: the same bytes as at the last call, with more
-    /// after them. With `complete`, `bytes` is the whole profile, and a field that
-    /// cannot be read is an error, the same one [`open`] reports. Without, the walk
-    /// stops before such a field, which may only lack the bytes still to come; the
-    /// call with `complete` reads it again.
-    pub fn advance(&mut self, bytes: &[u8], complete: bool) -> Result<(), DecodeError> {
+    /// Walks the top-level fields of `bytes`, the profile received so far (the same
+    /// bytes as at the last call, with more after them), from where the last call
+    /// stopped. It stops before a field it cannot read, which may only lack the bytes
+    /// still to come: [`Walk::finish`] reads it again, and reports it if it is broken.
+    pub fn advance(&mut self, bytes: &[u8]) {
+        // An error here is no error yet: the field may be cut by the end of `bytes`.
+        let _ = self.walk(bytes);
+    }
+
+    /// Walks from where the last walk stopped to the end of `bytes`, or up to the
+    /// first field it cannot read, whose error it returns.
+    fn walk(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         let mut r = Reader::new(bytes, "Profile");
         r.pos = self.pos;
         while r.more() {
-            let field = r.pos;
-            match self.field(&mut r, field) {
-                Ok(()) => self.pos = r.pos,
-                // A string before the field that is not UTF-8 is the first error.
-                Err(e) if complete => return self.utf8(bytes).and(Err(e)),
-                Err(_) => return Ok(()),
-            }
+            self.field(&mut r)?;
+            self.pos = r.pos;
         }
         Ok(())
     }
@@ -788,9 +797,10 @@ impl Walk {
             .collect()
     }
 
-    /// Reads the field that starts at `field`, where `r` stands.
+    /// Reads the field where `r` stands.
     #[inline]
-    fn field(&mut self, r: &mut Reader<'_>, field: usize) -> Result<(), DecodeError> {
+    fn field(&mut self, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        let field = r.pos;
         let (tag, wt) = r.key()?;
         match tag {
             1 => {
@@ -814,7 +824,7 @@ impl Walk {
                 self.function_runs.push(field, r.pos);
             }
             6 => {
-                // Checked to be UTF-8 once, by `finish` (or by `advance` on an error).
+                // Checked to be UTF-8 once, by `finish`.
                 let b = r.message(wt)?;
                 self.strings.push((r.pos - b.len(), r.pos));
             }
@@ -838,7 +848,8 @@ impl Walk {
         bytes: &'a [u8],
         pair: &impl Pair,
     ) -> Result<Decoder<'a>, DecodeError> {
-        self.advance(bytes, true)?;
+        // A string before a broken field that is not UTF-8 is the first error.
+        self.walk(bytes).or_else(|e| self.utf8(bytes).and(Err(e)))?;
         let strings = self.utf8(bytes)?;
         let Walk {
             sample_type_fields,
@@ -849,16 +860,16 @@ impl Walk {
             time_nanos,
             ..
         } = self;
-        let sample_type_fields: Vec<&[u8]> = sample_type_fields
-            .iter()
-            .map(|&(a, b)| &bytes[a..b])
-            .collect();
-
         // Sample types are tiny; parse them all before any check, like the rest of the
         // wire structure.
         let mut raw_types = Vec::with_capacity(sample_type_fields.len());
-        for m in &sample_type_fields {
-            raw_types.push(varint_message(m, "ValueType", 2, RECURSION_LIMIT - 1)?);
+        for &(a, b) in &sample_type_fields {
+            raw_types.push(varint_message(
+                &bytes[a..b],
+                "ValueType",
+                2,
+                RECURSION_LIMIT - 1,
+            )?);
         }
         let sample_types = raw_types
             .iter()
