@@ -247,9 +247,14 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
-    /// Show only the first N rows of the table (all by default; JSON is always complete).
+    /// Show only the first N rows of the table (JSON ignores it).
     #[arg(long)]
     pub top: Option<usize>,
+    /// Leave out functions whose |cum| is below this share of the total (|flat| summed
+    /// over all functions), as `go tool pprof -nodefraction` does. Default 0.005 for the
+    /// table, as `go tool pprof -top`; 0 (every function) for JSON.
+    #[arg(long = "node-fraction", value_parser = parse_fraction)]
+    pub node_fraction: Option<f64>,
     /// Time limit when the source is a URL.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -325,6 +330,16 @@ pub fn parse_budget(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
         _ => Err(format!(
             "{s:?} is not a share of time: give a number from 0 (off) to below 1, e.g. 0.01"
+        )),
+    }
+}
+
+/// A share of a total: a number from 0 to 1.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a share: give a number from 0 to 1, e.g. 0.005"
         )),
     }
 }
@@ -617,6 +632,16 @@ impl DaemonArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_fraction("0.005"), Ok(0.005));
+        assert_eq!(parse_fraction("0"), Ok(0.0));
+        assert_eq!(parse_fraction("1"), Ok(1.0));
+        for bad in ["-0.1", "1.5", "NaN", "inf", "half", ""] {
+            assert!(parse_fraction(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn budgets() {

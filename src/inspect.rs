@@ -51,7 +51,7 @@ pub enum InspectError {
 }
 
 /// The JSON report.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq)]
 pub struct Report {
     /// The sample type shown.
     pub sample_type: String,
@@ -59,8 +59,18 @@ pub struct Report {
     pub unit: String,
     /// Sum of all sample values (minus the base's, with `--base`).
     pub total: i64,
-    /// Every function, largest |flat| first, then largest |cum|.
+    /// Every function whose |cum| is at least `min_cum`, largest |flat| first, then
+    /// largest |cum|.
     pub functions: Vec<FunctionEntry>,
+    /// The share of the total that `min_cum` comes from (`--node-fraction`).
+    #[serde(skip)]
+    pub node_fraction: f64,
+    /// Functions with a smaller |cum| are left out.
+    #[serde(skip)]
+    pub min_cum: u64,
+    /// How many functions were left out for it.
+    #[serde(skip)]
+    pub dropped: usize,
 }
 
 /// One function of the report.
@@ -223,15 +233,35 @@ fn fetch(source: &str, args: &InspectArgs) -> Result<Vec<u8>, InspectError> {
 /// (function, flat, cum) per function.
 type Rows = Vec<(String, i64, i64)>;
 
+/// A profile aggregated by function for one sample type.
+struct Aggregated {
+    sample_type: ValueType,
+    total: i64,
+    /// Flat summed over every function, kept or not: the base of the node cutoff.
+    flat_sum: i64,
+    /// The functions kept, in no order.
+    rows: Rows,
+    /// The functions left out for their |cum|.
+    dropped: usize,
+}
+
+/// The smallest |cum| a function may have to be shown, for a share `fraction` of
+/// `flat_sum`: `go tool pprof`'s node cutoff, truncated as Go converts to int64.
+fn node_cutoff(flat_sum: i64, fraction: f64) -> u64 {
+    ((flat_sum as f64 * fraction) as i64).unsigned_abs()
+}
+
 /// Decodes `raw` and aggregates it by function for the sample type `pick` chooses,
-/// one sample at a time, straight from the wire: the sample type, the total, and
-/// (name, flat, cum) per function. `raw` is freed before the rows are built, so the
-/// peak is the larger of the two, not their sum.
+/// one sample at a time, straight from the wire, keeping the functions at or above the
+/// node cutoff for `fraction`. `raw` is freed before the rows are built, so the peak is
+/// the larger of the two, not their sum; the names of functions left out are never
+/// copied into rows.
 fn aggregate(
     source: &str,
     (raw, walk): (Vec<u8>, Walk),
     pick: impl FnOnce(&Decoder<'_>) -> Result<usize, InspectError>,
-) -> Result<(ValueType, i64, Rows), InspectError> {
+    fraction: f64,
+) -> Result<Aggregated, InspectError> {
     let err = |error| InspectError::Decode {
         source_name: source.to_owned(),
         error,
@@ -256,8 +286,15 @@ fn aggregate(
         (d.sample_types[index].clone(), d.functions, acc)
     };
     drop(raw);
-    let (total, rows) = acc.into_one_type(names, 0);
-    Ok((vt, total, rows))
+    let flat_sum = acc.flat_sum(0);
+    let (total, rows, dropped) = acc.into_one_type(names, 0, node_cutoff(flat_sum, fraction));
+    Ok(Aggregated {
+        sample_type: vt,
+        total,
+        flat_sum,
+        rows,
+        dropped,
+    })
 }
 
 /// Reads the function and location tables of a profile at the same time.
@@ -272,6 +309,9 @@ impl stream::Pair for TwoCores {
         cores::join(first, second)
     }
 }
+
+/// `--node-fraction` for the table when none is given: `go tool pprof`'s default.
+pub const DEFAULT_NODE_FRACTION: f64 = 0.005;
 
 /// Most threads [`by_function_in_parallel`] uses: past this, merging the per-thread
 /// tables and their memory cost more than the samples left to each thread.
@@ -325,8 +365,14 @@ fn in_parallel<P: Sync, R: Send>(parts: &[P], run: &(impl Fn(&P) -> R + Sync)) -
 
 /// Builds the report for `args`.
 pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
+    let fraction = args.node_fraction.unwrap_or(match args.format {
+        Format::Table => DEFAULT_NODE_FRACTION,
+        Format::Json => 0.0,
+    });
     let raw = load(&args.source, args)?;
-    let (vt, mut total, rows) = aggregate(&args.source, raw, |d| match &args.sample_index {
+    // With a base, functions are left out after the subtraction.
+    let own_fraction = if args.base.is_some() { 0.0 } else { fraction };
+    let pick = |d: &Decoder<'_>| match &args.sample_index {
         Some(name) => d.sample_index(name).ok_or_else(|| {
             InspectError::SampleType(format!(
                 "sample type {name:?} not in profile (it has: {})",
@@ -340,7 +386,10 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
         None => d
             .default_index()
             .ok_or_else(|| InspectError::SampleType("profile has no sample types".into())),
-    })?;
+    };
+    let mut agg = aggregate(&args.source, raw, pick, own_fraction)?;
+    let vt = agg.sample_type;
+    let mut min_cum = node_cutoff(agg.flat_sum, own_fraction);
 
     let entry = |(function, flat, cum)| FunctionEntry {
         function,
@@ -348,33 +397,43 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
         cum,
     };
     let mut functions: Vec<FunctionEntry> = match &args.base {
-        None => rows.into_iter().map(entry).collect(),
+        None => agg.rows.into_iter().map(entry).collect(),
         Some(base_src) => {
             let raw = load(base_src, args)?;
-            let (_, base_total, base_rows) = aggregate(base_src, raw, |d| {
-                d.sample_index(&vt.kind).ok_or_else(|| {
-                    InspectError::SampleType(format!(
-                        "base profile has no sample type {:?}",
-                        vt.kind
-                    ))
-                })
-            })?;
+            let base = aggregate(
+                base_src,
+                raw,
+                |d| {
+                    d.sample_index(&vt.kind).ok_or_else(|| {
+                        InspectError::SampleType(format!(
+                            "base profile has no sample type {:?}",
+                            vt.kind
+                        ))
+                    })
+                },
+                0.0,
+            )?;
             // name -> (flat, cum)
-            let mut by_name: HashMap<String, (i64, i64)> = rows
+            let mut by_name: HashMap<String, (i64, i64)> = agg
+                .rows
                 .into_iter()
                 .map(|(name, flat, cum)| (name, (flat, cum)))
                 .collect();
-            for (name, flat, cum) in base_rows {
+            for (name, flat, cum) in base.rows {
                 let e = by_name.entry(name).or_default();
                 e.0 -= flat;
                 e.1 -= cum;
             }
-            total -= base_total;
+            agg.total -= base.total;
+            min_cum = node_cutoff(agg.flat_sum - base.flat_sum, fraction);
             // A function whose samples cancel out exactly has nothing to show, and
             // pprof, which merges the base into the profile first, does not list it.
-            by_name
+            let (kept, dropped): (Vec<_>, Vec<_>) = by_name
                 .into_iter()
                 .filter(|(_, (f, c))| *f != 0 || *c != 0)
+                .partition(|(_, (_, c))| c.unsigned_abs() >= min_cum);
+            agg.dropped = dropped.len();
+            kept.into_iter()
                 .map(|(name, (flat, cum))| entry((name, flat, cum)))
                 .collect()
         }
@@ -390,8 +449,11 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
     Ok(Report {
         sample_type: vt.kind,
         unit: vt.unit,
-        total,
+        total: agg.total,
         functions,
+        node_fraction: fraction,
+        min_cum,
+        dropped: agg.dropped,
     })
 }
 
@@ -482,6 +544,13 @@ pub fn render_to(
         Format::Table => {
             writeln!(w, "Type: {} ({})", report.sample_type, report.unit)?;
             writeln!(w, "Total: {} {}", report.total, report.unit)?;
+            if report.dropped > 0 {
+                writeln!(
+                    w,
+                    "Dropped {} functions with |cum| < {} (--node-fraction {})",
+                    report.dropped, report.min_cum, report.node_fraction
+                )?;
+            }
             writeln!(
                 w,
                 "{:>14} {:>7} {:>7} {:>14} {:>7}  function",
@@ -522,7 +591,7 @@ pub fn render_to(
 
 #[cfg(test)]
 mod tests {
-    use super::{inflate_and_walk, int_cell, pct_cell};
+    use super::{inflate_and_walk, int_cell, node_cutoff, pct_cell};
     use crate::decode::{self, DecodeError, stream};
 
     #[test]
@@ -579,6 +648,17 @@ mod tests {
                 (a, b) => panic!("{a:?} vs {:?}", b.map(|(raw, _)| raw.len())),
             }
         }
+    }
+
+    #[test]
+    fn the_node_cutoff_truncates_and_ignores_the_sign_as_pprof_does() {
+        // Go: abs64(int64(float64(total) * fraction)).
+        assert_eq!(node_cutoff(508_189, 0.005), 2540);
+        assert_eq!(node_cutoff(999, 0.005), 4);
+        assert_eq!(node_cutoff(-999, 0.005), 4);
+        assert_eq!(node_cutoff(i64::MIN, 1.0), i64::MIN.unsigned_abs());
+        assert_eq!(node_cutoff(12_345, 0.0), 0);
+        assert_eq!(node_cutoff(12_345, 1.0), 12_345);
     }
 
     /// What the table printed before `pct` had its integer path.

@@ -1,6 +1,7 @@
 //! Oracle: `pprof-exporter inspect --format json` must equal `go tool pprof -top
 //! -nodefraction=0` flat and cum for every function, exactly, on profiles captured from
-//! real Go programs and on generated ones (inlining, recursion, labels, deep stacks).
+//! real Go programs and on generated ones (inlining, recursion, labels, deep stacks);
+//! and the table, with its default node fraction, lists what `go tool pprof -top` lists.
 
 mod common;
 
@@ -24,17 +25,27 @@ fn parse_value(s: &str) -> i64 {
         .unwrap_or_else(|_| panic!("unparseable pprof value {s:?}"))
 }
 
-/// Runs `go tool pprof -top` and returns (total, function -> (flat, cum)).
+/// Runs `go tool pprof -top -nodefraction=0` and returns (total, function -> (flat, cum)).
 fn pprof_top(go: &Path, file: &Path, index: &str, unit: &str, base: Option<&Path>) -> (i64, Table) {
+    let (total, rows, dropped) = pprof_top_with(go, file, index, unit, base, &["-nodefraction=0"]);
+    assert_eq!(dropped, 0, "pprof dropped nodes");
+    (total, rows)
+}
+
+/// Runs `go tool pprof -top` with `extra` flags and returns (total, function -> (flat,
+/// cum), nodes dropped).
+fn pprof_top_with(
+    go: &Path,
+    file: &Path,
+    index: &str,
+    unit: &str,
+    base: Option<&Path>,
+    extra: &[&str],
+) -> (i64, Table, usize) {
     let mut cmd = go_command(go);
-    cmd.args([
-        "tool",
-        "pprof",
-        "-top",
-        "-nodefraction=0",
-        "-edgefraction=0",
-    ])
-    .arg(format!("-sample_index={index}"));
+    cmd.args(["tool", "pprof", "-top", "-edgefraction=0"])
+        .args(extra)
+        .arg(format!("-sample_index={index}"));
     if unit == "bytes" {
         // Exact byte counts instead of human-scaled ones (e.g. 4096kB).
         cmd.arg("-unit=B");
@@ -52,7 +63,15 @@ fn pprof_top(go: &Path, file: &Path, index: &str, unit: &str, base: Option<&Path
     let mut total = None;
     let mut rows = Table::new();
     let mut in_table = false;
+    let mut dropped = 0;
     for line in text.lines() {
+        // "Dropped 12 nodes (cum <= 34)"
+        if let Some(rest) = line.strip_prefix("Dropped ") {
+            if rest.contains(" nodes ") || rest.contains(" node ") {
+                dropped = rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("Showing nodes accounting for ") {
             // "X, 100% of TOTAL total"
             let t = rest
@@ -87,15 +106,13 @@ fn pprof_top(go: &Path, file: &Path, index: &str, unit: &str, base: Option<&Path
             "pprof listed {name} twice"
         );
     }
-    assert!(!text.contains("Dropped"), "pprof dropped nodes:\n{text}");
-    (total.unwrap_or(0), rows)
+    (total.unwrap_or(0), rows, dropped)
 }
 
-/// Runs our `inspect --format json` and returns (sample type, unit, total, table).
-fn inspect(file: &Path, index: &str, base: Option<&Path>) -> (String, String, i64, Table) {
+/// Runs our `inspect` with `args` on `file` (less `base`) and returns what it printed.
+fn run_inspect(args: &[&str], file: &Path, base: Option<&Path>) -> Vec<u8> {
     let mut cmd = Command::new(exporter_bin());
-    cmd.args(["inspect", "--format", "json", "--sample-index", index])
-        .arg(file);
+    cmd.arg("inspect").args(args).arg(file);
     if let Some(b) = base {
         cmd.arg("--base").arg(b);
     }
@@ -105,7 +122,13 @@ fn inspect(file: &Path, index: &str, base: Option<&Path>) -> (String, String, i6
         "inspect failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    out.stdout
+}
+
+/// Runs our `inspect --format json` and returns (sample type, unit, total, table).
+fn inspect(file: &Path, index: &str, base: Option<&Path>) -> (String, String, i64, Table) {
+    let out = run_inspect(&["--format", "json", "--sample-index", index], file, base);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let obj = v.as_object().unwrap();
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(keys.len(), 4, "unexpected keys {keys:?}");
@@ -274,4 +297,101 @@ fn generated_profiles_match_pprof() {
             assert_same(&go, &path, index, None);
         }
     }
+}
+
+/// Runs our `inspect` table with its default node fraction and returns (function ->
+/// (flat, cum), functions dropped).
+fn inspect_table(file: &Path, index: &str, base: Option<&Path>) -> (Table, usize) {
+    let text = String::from_utf8(run_inspect(&["--sample-index", index], file, base)).unwrap();
+    let mut rows = Table::new();
+    let mut dropped = 0;
+    let mut in_table = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Dropped ") {
+            assert!(rest.contains(" functions with |cum| < "), "{line}");
+            dropped = rest.split_whitespace().next().unwrap().parse().unwrap();
+            continue;
+        }
+        if line.trim_start().starts_with("flat") {
+            in_table = true;
+            continue;
+        }
+        if !in_table {
+            continue;
+        }
+        let mut cols = line.split_whitespace();
+        let flat = cols.next().unwrap().parse().unwrap();
+        let cum = cols.nth(2).unwrap().parse().unwrap();
+        let name = cols.skip(1).collect::<Vec<_>>().join(" ");
+        assert!(rows.insert(name, (flat, cum)).is_none(), "listed twice");
+    }
+    (rows, dropped)
+}
+
+/// The table leaves out what `go tool pprof -top` leaves out by default (functions with
+/// |cum| under 0.5 % of the total), says how many, and shows the rest as pprof does.
+#[test]
+fn default_table_drops_what_pprof_drops() {
+    let Some(go) = oracle_go() else { return };
+    let dir = tempdir("drop");
+    let cfg = |kind, seed| SynthConfig {
+        kind,
+        seed,
+        samples: 3_000,
+        functions: 400,
+        max_depth: 30,
+    };
+    let heap = dir.join("heap.pb.gz");
+    let heap2 = dir.join("heap2.pb.gz");
+    let goroutine = dir.join("goroutine.pb.gz");
+    std::fs::write(&heap, to_gzip(&generate(&cfg(SynthKind::Heap, 5)))).unwrap();
+    std::fs::write(&heap2, to_gzip(&generate(&cfg(SynthKind::Heap, 6)))).unwrap();
+    std::fs::write(
+        &goroutine,
+        to_gzip(&generate(&cfg(SynthKind::Goroutine, 7))),
+    )
+    .unwrap();
+    let cases: [(&Path, &str, &str, Option<&Path>); 5] = [
+        (&heap, "inuse_space", "bytes", None),
+        (&heap, "alloc_objects", "count", None),
+        (&goroutine, "goroutine", "count", None),
+        (&heap2, "inuse_space", "bytes", Some(&heap)),
+        (&fixture("heap-go1.27.pb.gz"), "alloc_space", "bytes", None),
+    ];
+    let mut some_dropped = 0;
+    for (file, index, unit, base) in cases {
+        let what = format!("{} {index} base {base:?}", file.display());
+        let (ours, our_dropped) = inspect_table(file, index, base);
+        let (_, theirs, their_dropped) = pprof_top_with(&go, file, index, unit, base, &[]);
+        assert_eq!(ours, theirs, "{what}: rows differ");
+        assert_eq!(our_dropped, their_dropped, "{what}: dropped counts differ");
+        assert!(!ours.is_empty(), "{what}: nothing shown");
+        if our_dropped > 0 {
+            some_dropped += 1;
+        }
+    }
+    // The synthetic profiles spread their values over hundreds of functions.
+    assert!(
+        some_dropped >= 4,
+        "only {some_dropped} cases dropped any function"
+    );
+
+    // JSON lists every function unless a fraction is given.
+    let (_, all, _) = pprof_top_with(
+        &go,
+        &goroutine,
+        "goroutine",
+        "count",
+        None,
+        &["-nodefraction=0"],
+    );
+    let (_, shown, _) = pprof_top_with(&go, &goroutine, "goroutine", "count", None, &[]);
+    assert!(shown.len() < all.len());
+    let json = |args: &[&str]| {
+        let out = run_inspect(&[&["--format", "json"], args].concat(), &goroutine, None);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["functions"].as_array().unwrap().len()
+    };
+    assert_eq!(json(&[]), all.len());
+    assert_eq!(json(&["--node-fraction", "0.005"]), shown.len());
 }

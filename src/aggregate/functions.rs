@@ -159,27 +159,48 @@ impl FunctionAccumulator {
         }
     }
 
-    /// For the sample type at position `j` of `types` only: its total and the
-    /// (name, flat, cum) of every function present for it, taking the names (the
-    /// profile's function names, by index) rather than copying them.
-    pub fn into_one_type(self, names: Vec<String>, j: usize) -> (i64, Vec<(String, i64, i64)>) {
+    /// For the sample type at position `j` of `types`: the sum of flat over every
+    /// function, which is the total less the samples with no frames.
+    pub fn flat_sum(&self, j: usize) -> i64 {
+        let k = self.types.len();
+        if j >= k {
+            return 0;
+        }
+        let cells = self.cells.iter().skip(j).step_by(k);
+        cells.fold(0i64, |sum, c| sum.wrapping_add(c.flat))
+    }
+
+    /// For the sample type at position `j` of `types` only: its total, the
+    /// (name, flat, cum) of every function present for it whose |cum| is at least
+    /// `min_cum`, and how many present functions were left out for being below it.
+    /// Takes the names (the profile's function names, by index) rather than copying
+    /// them.
+    pub fn into_one_type(
+        self,
+        names: Vec<String>,
+        j: usize,
+        min_cum: u64,
+    ) -> (i64, Vec<(String, i64, i64)>, usize) {
         let k = self.types.len();
         let total = self.totals.get(j).copied().unwrap_or(0);
         if j >= k {
-            return (total, Vec::new());
+            return (total, Vec::new(), 0);
         }
-        let cells = || self.cells.iter().skip(j).step_by(k);
+        let cells = || self.cells.iter().skip(j).step_by(k).filter(|c| c.present);
+        let kept = |c: &&Cell| c.cum.unsigned_abs() >= min_cum;
         // Counted first: a filtered collect grows by doubling, and with every name
-        // present the last doubling holds both copies at once.
-        let mut rows = Vec::with_capacity(cells().filter(|c| c.present).count());
+        // kept the last doubling holds both copies at once.
+        let n_kept = cells().filter(kept).count();
+        let dropped = cells().count() - n_kept;
+        let mut rows = Vec::with_capacity(n_kept);
         rows.extend(
             names
                 .into_iter()
-                .zip(cells())
-                .filter(|(_, c)| c.present)
+                .zip(self.cells.iter().skip(j).step_by(k))
+                .filter(|(_, c)| c.present && kept(c))
                 .map(|(name, c)| (name, c.flat, c.cum)),
         );
-        (total, rows)
+        (total, rows, dropped)
     }
 
     /// The table, with `names` (the profile's function names, by index) for its rows.
