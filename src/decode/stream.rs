@@ -850,12 +850,24 @@ impl Walk {
     ) -> Result<Decoder<'a>, DecodeError> {
         // A string before a broken field that is not UTF-8 is the first error.
         self.walk(bytes).or_else(|e| self.utf8(bytes).and(Err(e)))?;
-        let strings = self.utf8(bytes)?;
+        // The location table refers to no string and no function on the wire, so `pair`
+        // may read it while the strings are checked and the function table is read.
+        // Locations are resolved against the functions after both.
+        let (strings_functions, raw_locations) = pair.both(
+            || {
+                let strings = self.utf8(bytes)?;
+                let functions = function_table(bytes, &self.function_runs, &strings);
+                Ok::<_, DecodeError>((strings, functions))
+            },
+            || raw_location_table(bytes, &self.locations),
+        );
+        // The errors come in the order of reading one table after the other: strings,
+        // sample types, functions, locations.
+        let (strings, functions) = strings_functions?;
         let Walk {
             sample_type_fields,
             samples,
             locations,
-            function_runs,
             default_sample_type,
             time_nanos,
             ..
@@ -889,15 +901,6 @@ impl Walk {
             let name = string_at(&strings, default_sample_type, "default sample type")?;
             sample_types.iter().position(|t| t.kind == name)
         };
-
-        // The function and location tables do not refer to each other on the wire, so
-        // `pair` may read them at the same time; locations are resolved against the
-        // functions after both.
-        let (functions, raw_locations) = pair.both(
-            || function_table(bytes, &function_runs, &strings),
-            || raw_location_table(bytes, &locations),
-        );
-        // The functions come first, as when the tables were read one after the other.
         let mut functions = functions?;
         let (loc_frames, loc_one) = raw_locations.resolve(bytes, &locations, &mut functions)?;
         let RawLocations {
