@@ -253,9 +253,8 @@ fn node_cutoff(flat_sum: i64, fraction: f64) -> u64 {
 
 /// Decodes `raw` and aggregates it by function for the sample type `pick` chooses,
 /// one sample at a time, straight from the wire, keeping the functions at or above the
-/// node cutoff for `fraction`. `raw` is freed before the rows are built, so the peak is
-/// the larger of the two, not their sum; the names of functions left out are never
-/// copied into rows.
+/// node cutoff for `fraction`. The tables borrow the function names from `raw`: only
+/// those of the functions kept are copied out, into the rows.
 fn aggregate(
     source: &str,
     (raw, walk): (Vec<u8>, Walk),
@@ -270,7 +269,7 @@ fn aggregate(
     let limits = DecodeLimits {
         max_frames: u64::MAX,
     };
-    let (vt, names, acc) = {
+    let (sample_type, flat_sum, (total, rows, dropped)) = {
         let raw = raw.as_slice();
         let d = stream::wire_error_first(raw, walk.finish(raw, &TwoCores)).map_err(err)?;
         let index = match pick(&d) {
@@ -283,13 +282,13 @@ fn aggregate(
         };
         let (done, acc) = by_function_in_parallel(&d, index, limits);
         stream::wire_error_first(raw, done).map_err(err)?;
-        (d.sample_types[index].clone(), d.functions, acc)
+        let flat_sum = acc.flat_sum(0);
+        let min_cum = node_cutoff(flat_sum, fraction);
+        let kept = acc.into_one_type(d.functions, 0, min_cum);
+        (d.sample_types[index].clone(), flat_sum, kept)
     };
-    drop(raw);
-    let flat_sum = acc.flat_sum(0);
-    let (total, rows, dropped) = acc.into_one_type(names, 0, node_cutoff(flat_sum, fraction));
     Ok(Aggregated {
-        sample_type: vt,
+        sample_type,
         total,
         flat_sum,
         rows,

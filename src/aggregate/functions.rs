@@ -173,11 +173,11 @@ impl FunctionAccumulator {
     /// For the sample type at position `j` of `types` only: its total, the
     /// (name, flat, cum) of every function present for it whose |cum| is at least
     /// `min_cum`, and how many present functions were left out for being below it.
-    /// Takes the names (the profile's function names, by index) rather than copying
-    /// them.
-    pub fn into_one_type(
+    /// `names` are the profile's function names, by index; only those kept are turned
+    /// into `String`s.
+    pub fn into_one_type<N: Into<String>>(
         self,
-        names: Vec<String>,
+        names: impl IntoIterator<Item = N>,
         j: usize,
         min_cum: u64,
     ) -> (i64, Vec<(String, i64, i64)>, usize) {
@@ -198,13 +198,13 @@ impl FunctionAccumulator {
                 .into_iter()
                 .zip(self.cells.iter().skip(j).step_by(k))
                 .filter(|(_, c)| c.present && kept(c))
-                .map(|(name, c)| (name, c.flat, c.cum)),
+                .map(|(name, c)| (name.into(), c.flat, c.cum)),
         );
         (total, rows, dropped)
     }
 
     /// The table, with `names` (the profile's function names, by index) for its rows.
-    pub fn finish(self, names: &[String]) -> FunctionTable {
+    pub fn finish(self, names: &[impl AsRef<str>]) -> FunctionTable {
         let k = self.types.len();
         let rows = if k == 0 {
             Vec::new()
@@ -214,7 +214,7 @@ impl FunctionAccumulator {
                 .zip(self.cells.chunks_exact(k))
                 .filter(|(_, cells)| cells.iter().any(|c| c.present))
                 .map(|(name, cells)| FunctionRow {
-                    name: name.clone(),
+                    name: name.as_ref().to_owned(),
                     flat: cells.iter().map(|c| c.flat).collect(),
                     cum: cells.iter().map(|c| c.cum).collect(),
                     present: cells.iter().map(|c| c.present).collect(),

@@ -197,19 +197,19 @@ fn bounded_label_value(v: &str) -> String {
 
 /// Groups goroutine samples by stack (and promoted label values) as they are read,
 /// from a decoded [`Profile`] or straight off the wire.
-pub struct StackAccumulator<'p> {
+pub struct StackAccumulator<'p, N = String> {
     groups: HashMap<(StackId, Vec<String>), StackGroup>,
     total: i64,
-    functions: &'p [String],
+    functions: &'p [N],
     promote: &'p [String],
     names: Vec<&'p str>,
     // Shared names, made on first use: a stack group holds references, not copies.
     shared: Vec<Option<Arc<str>>>,
 }
 
-impl<'p> StackAccumulator<'p> {
+impl<'p, N: AsRef<str>> StackAccumulator<'p, N> {
     /// An empty accumulator over a profile's function names.
-    pub fn new(functions: &'p [String], promote: &'p [String]) -> Self {
+    pub fn new(functions: &'p [N], promote: &'p [String]) -> Self {
         Self {
             groups: HashMap::new(),
             total: 0,
@@ -227,7 +227,7 @@ impl<'p> StackAccumulator<'p> {
         self.names.clear();
         let functions = self.functions;
         self.names
-            .extend(stack.iter().map(|&f| functions[f as usize].as_str()));
+            .extend(stack.iter().map(|&f| functions[f as usize].as_ref()));
         let id = stack_id(self.names.iter().copied());
         let labels: Vec<String> = self
             .promote
@@ -246,7 +246,7 @@ impl<'p> StackAccumulator<'p> {
                     .iter()
                     .map(|&f| {
                         shared[f as usize]
-                            .get_or_insert_with(|| Arc::from(functions[f as usize].as_str()))
+                            .get_or_insert_with(|| Arc::from(functions[f as usize].as_ref()))
                             .clone()
                     })
                     .collect(),

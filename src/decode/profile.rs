@@ -8,6 +8,7 @@
 //! Inlined frames are expanded per location once (innermost first, as `go tool pprof`
 //! does); samples keep references to locations rather than copies of their frames.
 
+use std::borrow::Cow;
 #[cfg(test)]
 use std::collections::HashMap;
 
@@ -164,7 +165,7 @@ fn build(bytes: &[u8], limits: DecodeLimits) -> Result<Profile, DecodeError> {
     Ok(Profile {
         sample_types: d.sample_types,
         default_sample_type: d.default_sample_type,
-        functions: d.functions,
+        functions: d.functions.into_iter().map(Cow::into_owned).collect(),
         time_nanos: d.time_nanos,
         loc_starts: d.loc_starts,
         loc_frames: d.loc_frames,

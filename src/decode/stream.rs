@@ -15,6 +15,7 @@
 //! inconsistent in its references, the wire error wins, as it did when the whole
 //! message was decoded before being resolved: see [`wire_error_first`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
@@ -492,8 +493,9 @@ pub struct Decoder<'a> {
     pub sample_types: Vec<ValueType>,
     /// Index into `sample_types` of the declared default, if it names one.
     pub default_sample_type: Option<usize>,
-    /// Distinct function names; frames refer to them by index.
-    pub functions: Vec<String>,
+    /// Distinct function names, borrowed from the profile but for those made up for
+    /// unsymbolised locations; frames refer to them by index.
+    pub functions: Vec<Cow<'a, str>>,
     /// When the profile was taken, in nanoseconds since the Unix epoch (0 if unset).
     pub time_nanos: i64,
     /// Per location, and one past the last: where its expanded frames start in
@@ -529,7 +531,8 @@ impl Decoder<'_> {
     /// Function names, location starts and frames: what the tables resolved to, for
     /// tests that compare two ways of reading a profile.
     pub(crate) fn into_tables(self) -> (Vec<String>, Vec<u32>, Vec<u32>) {
-        (self.functions, self.loc_starts, self.loc_frames)
+        let names = self.functions.into_iter().map(Cow::into_owned).collect();
+        (names, self.loc_starts, self.loc_frames)
     }
 }
 
@@ -926,7 +929,7 @@ impl Walk {
 
 /// The function table, resolved: distinct names, and wire id -> name index.
 struct Functions<'a> {
-    names: Vec<String>,
+    names: Vec<Cow<'a, str>>,
     by_name: HashMap<&'a str, u32, foldhash::fast::RandomState>,
     /// Names made up for unsymbolised locations are owned, so they get their own map.
     address_names: HashMap<String, u32>,
@@ -938,7 +941,7 @@ fn function_table<'a>(
     runs: &Runs,
     strings: &[&'a str],
 ) -> Result<Functions<'a>, DecodeError> {
-    let mut names: Vec<String> = Vec::with_capacity(runs.count);
+    let mut names: Vec<Cow<'a, str>> = Vec::with_capacity(runs.count);
     let mut by_name: HashMap<&str, u32, _> =
         HashMap::with_capacity_and_hasher(runs.count, foldhash::fast::RandomState::default());
     let mut ids = IdMap::new(runs.count);
@@ -952,7 +955,7 @@ fn function_table<'a>(
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
                 let i = u32_of(names.len(), "functions")?;
-                names.push(name.to_owned());
+                names.push(Cow::Borrowed(name));
                 *e.insert(i)
             }
         };
@@ -1115,7 +1118,7 @@ fn address_name(functions: &mut Functions<'_>, address: u64) -> Result<u32, Deco
         return Ok(i);
     }
     let i = u32_of(functions.names.len(), "functions")?;
-    functions.names.push(name.clone());
+    functions.names.push(Cow::Owned(name.clone()));
     functions.address_names.insert(name, i);
     Ok(i)
 }
