@@ -986,6 +986,9 @@ struct RawLocations {
     wide: Vec<(usize, u64)>,
     /// (location index, address) of every location without lines, in order.
     unsymbolised: Vec<(u32, u64)>,
+    /// Per location: the function id of its only line, or [`MANY`] (no line, more
+    /// than one, or an id kept in `wide`).
+    one: Vec<u32>,
     ids: IdMap,
     /// The first location that failed to read, why, and whether the check that failed
     /// comes after its lines are resolved; the locations before it were read.
@@ -1001,6 +1004,7 @@ fn raw_location_table(bytes: &[u8], runs: &Runs) -> RawLocations {
         frames: Vec::with_capacity(runs.count),
         wide: Vec::new(),
         unsymbolised: Vec::new(),
+        one: Vec::with_capacity(runs.count),
         ids: IdMap::new(runs.count),
         error: None,
     };
@@ -1041,6 +1045,10 @@ fn raw_location(
     }
     t.starts
         .push(u32_of(t.frames.len(), "frames").map_err(after)?);
+    t.one.push(match lines.as_slice() {
+        &[id] if id < u64::from(WIDE) => id as u32,
+        _ => MANY,
+    });
     if !t.ids.insert(id, idx) {
         return Err(after(invalid(format!("duplicate location id {id}"))));
     }
@@ -1053,6 +1061,19 @@ impl RawLocations {
     /// [`MANY`]). The error is the one reading the locations one by one, each resolved
     /// as soon as it is read, would have met first.
     fn resolve(
+        &self,
+        bytes: &[u8],
+        runs: &Runs,
+        functions: &mut Functions<'_>,
+    ) -> Result<(Vec<u32>, Vec<u32>), DecodeError> {
+        match self.resolve_in_order(functions) {
+            Some(resolved) => Ok(resolved),
+            None => self.resolve_each(bytes, runs, functions),
+        }
+    }
+
+    /// [`RawLocations::resolve`], one location after the other.
+    fn resolve_each(
         &self,
         bytes: &[u8],
         runs: &Runs,
@@ -1103,6 +1124,33 @@ impl RawLocations {
             Some(e) => Err(e.clone()),
             None => Ok((frames, one)),
         }
+    }
+}
+
+impl RawLocations {
+    /// [`RawLocations::resolve`] where it is simple, as in every profile Go writes:
+    /// every location read and symbolised, and function `k` (from 1) has id `k` and a
+    /// name of its own, so that its index is its id less one. `None` where it is not.
+    fn resolve_in_order(&self, functions: &Functions<'_>) -> Option<(Vec<u32>, Vec<u32>)> {
+        let ids = &functions.ids;
+        let simple = self.error.is_none()
+            && self.wide.is_empty()
+            && self.unsymbolised.is_empty()
+            && ids.in_order
+            && self
+                .frames
+                .iter()
+                .all(|&f| f != 0 && u64::from(f) <= ids.len);
+        if !simple {
+            return None;
+        }
+        let frames = self.frames.iter().map(|&f| f - 1).collect();
+        let one = self
+            .one
+            .iter()
+            .map(|&f| if f == MANY { MANY } else { f - 1 })
+            .collect();
+        Some((frames, one))
     }
 }
 
@@ -1257,6 +1305,65 @@ mod tests {
         assert!(m.insert(1, 0) && m.insert(2, 0));
         assert!(!m.in_order);
         assert_eq!(m.get(2), Some(0));
+    }
+
+    /// The tables of `bytes` as `finish` reads them, before locations are resolved.
+    fn raw_tables(bytes: &[u8]) -> (Walk, RawLocations) {
+        let mut walk = Walk::default();
+        walk.walk(bytes).unwrap();
+        let raw = raw_location_table(bytes, &walk.locations);
+        (walk, raw)
+    }
+
+    #[test]
+    fn locations_resolved_in_order_are_locations_resolved_one_by_one() {
+        for kind in [SynthKind::Heap, SynthKind::Goroutine] {
+            let bytes = generate(&SynthConfig {
+                kind,
+                seed: 9,
+                samples: 500,
+                functions: 200,
+                max_depth: 20,
+            })
+            .encode_to_vec();
+            let (walk, raw) = raw_tables(&bytes);
+            let strings = walk.utf8(&bytes).unwrap();
+            let mut functions = function_table(&bytes, &walk.function_runs, &strings).unwrap();
+            let fast = raw.resolve_in_order(&functions).expect("Go's layout");
+            let slow = raw.resolve_each(&bytes, &walk.locations, &mut functions);
+            assert_eq!(Ok(&fast), slow.as_ref());
+            // Locations of one frame and of more were both resolved.
+            assert!(fast.1.contains(&MANY) && fast.1.iter().any(|&f| f != MANY));
+        }
+        // Where it is not simple, it leaves the work to `resolve_each`.
+        let declined = |edit: &dyn Fn(&mut pb::Profile)| {
+            let mut p = pb::Profile::decode(profile(50, 0).as_slice()).unwrap();
+            edit(&mut p);
+            let bytes = p.encode_to_vec();
+            let (walk, raw) = raw_tables(&bytes);
+            let strings = walk.utf8(&bytes).unwrap();
+            let functions = function_table(&bytes, &walk.function_runs, &strings).unwrap();
+            raw.resolve_in_order(&functions).is_none()
+        };
+        let n = pb::Profile::decode(profile(50, 0).as_slice())
+            .unwrap()
+            .function
+            .len() as u64;
+        assert!(!declined(&|_| {}));
+        assert!(declined(&|p| p.location[3].line[0].function_id = n + 1));
+        assert!(declined(&|p| p.location[3].line[0].function_id = 0));
+        assert!(declined(&|p| p.location[3].line.clear()));
+        assert!(declined(&|p| {
+            for f in &mut p.function {
+                f.id += 1;
+            }
+            for l in &mut p.location {
+                for line in &mut l.line {
+                    line.function_id += 1;
+                }
+            }
+        }));
+        assert!(declined(&|p| p.function[1].name = p.function[0].name));
     }
 
     #[test]
