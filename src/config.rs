@@ -250,8 +250,8 @@ pub struct InspectArgs {
     /// Show only the first N rows of the table (JSON ignores it).
     #[arg(long)]
     pub top: Option<usize>,
-    /// Leave out functions whose |cum| is below this share of the total (|flat| summed
-    /// over all functions), as `go tool pprof -nodefraction` does. Default 0.005 for the
+    /// Leave out functions whose |cum| is below this share of the total (the sum of flat
+    /// over all functions, as a magnitude), as `go tool pprof -nodefraction` does. Default 0.005 for the
     /// table, as `go tool pprof -top`; 0 (every function) for JSON.
     #[arg(long = "node-fraction", value_parser = parse_fraction)]
     pub node_fraction: Option<f64>,

@@ -239,6 +239,8 @@ struct Aggregated {
     total: i64,
     /// Flat summed over every function, kept or not: the base of the node cutoff.
     flat_sum: i64,
+    /// The node cutoff the rows were kept by.
+    min_cum: u64,
     /// The functions kept, in no order.
     rows: Rows,
     /// The functions left out for their |cum|.
@@ -269,7 +271,7 @@ fn aggregate(
     let limits = DecodeLimits {
         max_frames: u64::MAX,
     };
-    let (sample_type, flat_sum, (total, rows, dropped)) = {
+    let (sample_type, flat_sum, min_cum, (total, rows, dropped)) = {
         let raw = raw.as_slice();
         let d = stream::wire_error_first(raw, walk.finish(raw, &TwoCores)).map_err(err)?;
         let index = match pick(&d) {
@@ -285,12 +287,13 @@ fn aggregate(
         let flat_sum = acc.flat_sum(0);
         let min_cum = node_cutoff(flat_sum, fraction);
         let kept = acc.into_one_type(d.functions, 0, min_cum);
-        (d.sample_types[index].clone(), flat_sum, kept)
+        (d.sample_types[index].clone(), flat_sum, min_cum, kept)
     };
     Ok(Aggregated {
         sample_type,
         total,
         flat_sum,
+        min_cum,
         rows,
         dropped,
     })
@@ -388,7 +391,6 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
     };
     let mut agg = aggregate(&args.source, raw, pick, own_fraction)?;
     let vt = agg.sample_type;
-    let mut min_cum = node_cutoff(agg.flat_sum, own_fraction);
 
     let entry = |(function, flat, cum)| FunctionEntry {
         function,
@@ -424,15 +426,19 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
                 e.1 -= cum;
             }
             agg.total -= base.total;
-            min_cum = node_cutoff(agg.flat_sum - base.flat_sum, fraction);
+            let min_cum = node_cutoff(agg.flat_sum - base.flat_sum, fraction);
+            agg.min_cum = min_cum;
             // A function whose samples cancel out exactly has nothing to show, and
             // pprof, which merges the base into the profile first, does not list it.
-            let (kept, dropped): (Vec<_>, Vec<_>) = by_name
+            let dropped = &mut agg.dropped;
+            by_name
                 .into_iter()
                 .filter(|(_, (f, c))| *f != 0 || *c != 0)
-                .partition(|(_, (_, c))| c.unsigned_abs() >= min_cum);
-            agg.dropped = dropped.len();
-            kept.into_iter()
+                .filter(|(_, (_, c))| {
+                    let kept = c.unsigned_abs() >= min_cum;
+                    *dropped += usize::from(!kept);
+                    kept
+                })
                 .map(|(name, (flat, cum))| entry((name, flat, cum)))
                 .collect()
         }
@@ -451,7 +457,7 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
         total: agg.total,
         functions,
         node_fraction: fraction,
-        min_cum,
+        min_cum: agg.min_cum,
         dropped: agg.dropped,
     })
 }
