@@ -705,6 +705,17 @@ fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, D
         .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
 }
 
+/// The strings at `ranges` of `bytes`, checked to be UTF-8.
+fn utf8_strings<'a>(
+    bytes: &'a [u8],
+    ranges: &[(usize, usize)],
+) -> Result<Vec<&'a str>, DecodeError> {
+    ranges
+        .iter()
+        .map(|&(a, b)| std::str::from_utf8(&bytes[a..b]).map_err(|_| not_utf8()))
+        .collect()
+}
+
 /// A string table entry that is not UTF-8, as prost words it.
 #[cold]
 fn not_utf8() -> DecodeError {
@@ -794,10 +805,7 @@ impl Walk {
 
     /// The strings walked so far, checked to be UTF-8.
     fn utf8<'a>(&self, bytes: &'a [u8]) -> Result<Vec<&'a str>, DecodeError> {
-        self.strings
-            .iter()
-            .map(|&(a, b)| std::str::from_utf8(&bytes[a..b]).map_err(|_| not_utf8()))
-            .collect()
+        utf8_strings(bytes, &self.strings)
     }
 
     /// Reads the field where `r` stands.
@@ -856,9 +864,14 @@ impl Walk {
         // The location table refers to no string and no function on the wire, so `pair`
         // may read it while the strings are checked and the function table is read.
         // Locations are resolved against the functions after both.
-        let (strings_functions, raw_locations) = pair.both(
+        // The string ranges are freed once the strings are made of them, before the
+        // function table fills its map.
+        let ranges = std::mem::take(&mut self.strings);
+        let (strings_functions, mut raw_locations) = pair.both(
             || {
-                let strings = self.utf8(bytes)?;
+                let strings = utf8_strings(bytes, &ranges);
+                drop(ranges);
+                let strings = strings?;
                 let functions = function_table(bytes, &self.function_runs, &strings);
                 Ok::<_, DecodeError>((strings, functions))
             },
@@ -1061,7 +1074,7 @@ impl RawLocations {
     /// [`MANY`]). The error is the one reading the locations one by one, each resolved
     /// as soon as it is read, would have met first.
     fn resolve(
-        &self,
+        &mut self,
         bytes: &[u8],
         runs: &Runs,
         functions: &mut Functions<'_>,
@@ -1131,7 +1144,8 @@ impl RawLocations {
     /// [`RawLocations::resolve`] where it is simple, as in every profile Go writes:
     /// every location read and symbolised, and function `k` (from 1) has id `k` and a
     /// name of its own, so that its index is its id less one. `None` where it is not.
-    fn resolve_in_order(&self, functions: &Functions<'_>) -> Option<(Vec<u32>, Vec<u32>)> {
+    /// The frames are resolved where they lie, and moved out.
+    fn resolve_in_order(&mut self, functions: &Functions<'_>) -> Option<(Vec<u32>, Vec<u32>)> {
         let ids = &functions.ids;
         let simple = self.error.is_none()
             && self.wide.is_empty()
@@ -1144,13 +1158,18 @@ impl RawLocations {
         if !simple {
             return None;
         }
-        let frames = self.frames.iter().map(|&f| f - 1).collect();
-        let one = self
-            .one
-            .iter()
-            .map(|&f| if f == MANY { MANY } else { f - 1 })
-            .collect();
-        Some((frames, one))
+        for f in &mut self.frames {
+            *f -= 1;
+        }
+        for f in &mut self.one {
+            if *f != MANY {
+                *f -= 1;
+            }
+        }
+        Some((
+            std::mem::take(&mut self.frames),
+            std::mem::take(&mut self.one),
+        ))
     }
 }
 
@@ -1326,11 +1345,11 @@ mod tests {
                 max_depth: 20,
             })
             .encode_to_vec();
-            let (walk, raw) = raw_tables(&bytes);
+            let (walk, mut raw) = raw_tables(&bytes);
             let strings = walk.utf8(&bytes).unwrap();
             let mut functions = function_table(&bytes, &walk.function_runs, &strings).unwrap();
-            let fast = raw.resolve_in_order(&functions).expect("Go's layout");
             let slow = raw.resolve_each(&bytes, &walk.locations, &mut functions);
+            let fast = raw.resolve_in_order(&functions).expect("Go's layout");
             assert_eq!(Ok(&fast), slow.as_ref());
             // Locations of one frame and of more were both resolved.
             assert!(fast.1.contains(&MANY) && fast.1.iter().any(|&f| f != MANY));
@@ -1340,7 +1359,7 @@ mod tests {
             let mut p = pb::Profile::decode(profile(50, 0).as_slice()).unwrap();
             edit(&mut p);
             let bytes = p.encode_to_vec();
-            let (walk, raw) = raw_tables(&bytes);
+            let (walk, mut raw) = raw_tables(&bytes);
             let strings = walk.utf8(&bytes).unwrap();
             let functions = function_table(&bytes, &walk.function_runs, &strings).unwrap();
             raw.resolve_in_order(&functions).is_none()
