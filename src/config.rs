@@ -251,8 +251,8 @@ pub struct InspectArgs {
     #[arg(long)]
     pub top: Option<usize>,
     /// Leave out functions whose |cum| is below this share of the total (the sum of flat
-    /// over all functions, as a magnitude), as `go tool pprof -nodefraction` does. Default 0.005 for the
-    /// table, as `go tool pprof -top`; 0 (every function) for JSON.
+    /// over all functions, as a magnitude), as `go tool pprof -nodefraction` does.
+    /// Default 0.005 for the table, as `go tool pprof -top`; 0 (every function) for JSON.
     #[arg(long = "node-fraction", value_parser = parse_fraction)]
     pub node_fraction: Option<f64>,
     /// Time limit when the source is a URL.

@@ -999,9 +999,6 @@ struct RawLocations {
     wide: Vec<(usize, u64)>,
     /// (location index, address) of every location without lines, in order.
     unsymbolised: Vec<(u32, u64)>,
-    /// Per location: the function id of its only line, or [`MANY`] (no line, more
-    /// than one, or an id kept in `wide`).
-    one: Vec<u32>,
     ids: IdMap,
     /// The first location that failed to read, why, and whether the check that failed
     /// comes after its lines are resolved; the locations before it were read.
@@ -1017,7 +1014,6 @@ fn raw_location_table(bytes: &[u8], runs: &Runs) -> RawLocations {
         frames: Vec::with_capacity(runs.count),
         wide: Vec::new(),
         unsymbolised: Vec::new(),
-        one: Vec::with_capacity(runs.count),
         ids: IdMap::new(runs.count),
         error: None,
     };
@@ -1058,10 +1054,6 @@ fn raw_location(
     }
     t.starts
         .push(u32_of(t.frames.len(), "frames").map_err(after)?);
-    t.one.push(match lines.as_slice() {
-        &[id] if id < u64::from(WIDE) => id as u32,
-        _ => MANY,
-    });
     if !t.ids.insert(id, idx) {
         return Err(after(invalid(format!("duplicate location id {id}"))));
     }
@@ -1100,7 +1092,6 @@ impl RawLocations {
         // (A location too many to count failed before its frames were recorded.)
         let read = read.min(self.starts.len() - 1);
         let mut frames = Vec::with_capacity(self.frames.len());
-        let mut one = Vec::with_capacity(read);
         let mut wide = self.wide.iter();
         let mut unsymbolised = self.unsymbolised.iter().peekable();
         for loc in 0..read {
@@ -1128,19 +1119,16 @@ impl RawLocations {
                     frames.push(idx);
                 }
             }
-            one.push(match &frames[a..b] {
-                &[f] if f != MANY => f,
-                _ => MANY,
-            });
         }
         match read_error {
             Some(e) => Err(e.clone()),
-            None => Ok((frames, one)),
+            None => {
+                let one = one_frame_each(&self.starts, &frames);
+                Ok((frames, one))
+            }
         }
     }
-}
 
-impl RawLocations {
     /// [`RawLocations::resolve`] where it is simple, as in every profile Go writes:
     /// every location read and symbolised, and function `k` (from 1) has id `k` and a
     /// name of its own, so that its index is its id less one. `None` where it is not.
@@ -1161,16 +1149,21 @@ impl RawLocations {
         for f in &mut self.frames {
             *f -= 1;
         }
-        for f in &mut self.one {
-            if *f != MANY {
-                *f -= 1;
-            }
-        }
-        Some((
-            std::mem::take(&mut self.frames),
-            std::mem::take(&mut self.one),
-        ))
+        let one = one_frame_each(&self.starts, &self.frames);
+        Some((std::mem::take(&mut self.frames), one))
     }
+}
+
+/// Per location (location `i` holds `frames[starts[i]..starts[i + 1]]`), its frame if
+/// it has exactly one, else [`MANY`]: [`Decoder::loc_one`].
+fn one_frame_each(starts: &[u32], frames: &[u32]) -> Vec<u32> {
+    starts
+        .windows(2)
+        .map(|w| match &frames[w[0] as usize..w[1] as usize] {
+            &[f] if f != MANY => f,
+            _ => MANY,
+        })
+        .collect()
 }
 
 /// The name index of an unsymbolised location at `address`: its address as pprof
