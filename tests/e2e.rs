@@ -84,14 +84,18 @@ fn check_live(go: Go) {
     // main.retainHeap, 32 x 32 KiB in main.makeBuffer (inlined into
     // main.retainViaInlined, still with a flat of its own) and 8 x 6 x 16 KiB in
     // main.recursiveAlloc. The profile scales each size by 1 / (1 - e^(-size/4096)),
-    // 4096 being the rate in force when it is written.
+    // 4096 being the rate in force when it is written. Now and then the profile also
+    // charges a small allocation to the same stack (Go 1.27, one run in twelve: a
+    // 112-byte sample, scaled to 4.05 kB, under main.makeBuffer; `go tool pprof`
+    // shows it too), so the check counts buffers: no less than all of them, and less
+    // than half a buffer more.
     let heap = |name: &str, f: &str| m.get(name, &[t[0], ("function", f)]);
     let expect = |f: &str, n: f64, size: f64| {
         let want = n * size / (1.0 - (-size / 4096.0).exp());
         let got = heap("pprof_heap_inuse_bytes", f).unwrap();
         assert!(
-            (got - want).abs() <= want * 0.001 + 1.0,
-            "{f} in use {got}, want {want} ({go:?})"
+            got >= want * 0.999 - 1.0 && got < want + size / 2.0,
+            "{f} in use {got}, want {n} buffers of {size} bytes, {want} ({go:?})"
         );
         got
     };
