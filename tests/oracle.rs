@@ -25,6 +25,16 @@ fn parse_value(s: &str) -> i64 {
         .unwrap_or_else(|_| panic!("unparseable pprof value {s:?}"))
 }
 
+/// The flat and cum columns and the function name of a row of a `-top` table, whose
+/// layout ours shares with pprof's: flat, flat%, sum%, cum, cum%, name.
+fn top_row(line: &str) -> (&str, &str, String) {
+    let mut cols = line.split_whitespace();
+    let flat = cols.next().unwrap();
+    let cum = cols.nth(2).unwrap();
+    let name = cols.skip(1).collect::<Vec<_>>().join(" ");
+    (flat, cum, name)
+}
+
 /// Runs `go tool pprof -top -nodefraction=0` and returns (total, function -> (flat, cum)).
 fn pprof_top(go: &Path, file: &Path, index: &str, unit: &str, base: Option<&Path>) -> (i64, Table) {
     let (total, rows, dropped) = pprof_top_with(go, file, index, unit, base, &["-nodefraction=0"]);
@@ -91,10 +101,8 @@ fn pprof_top_with(
         if !in_table || line.trim().is_empty() {
             continue;
         }
-        let mut cols = line.split_whitespace();
-        let flat = parse_value(cols.next().unwrap());
-        let cum = parse_value(cols.nth(2).unwrap());
-        let name = cols.skip(1).collect::<Vec<_>>().join(" ");
+        let (flat, cum, name) = top_row(line);
+        let (flat, cum) = (parse_value(flat), parse_value(cum));
         // Display-only suffixes pprof adds for inlined calls.
         let name = name
             .strip_suffix(" (partial-inline)")
@@ -319,10 +327,8 @@ fn inspect_table(file: &Path, index: &str, base: Option<&Path>) -> (Table, usize
         if !in_table {
             continue;
         }
-        let mut cols = line.split_whitespace();
-        let flat = cols.next().unwrap().parse().unwrap();
-        let cum = cols.nth(2).unwrap().parse().unwrap();
-        let name = cols.skip(1).collect::<Vec<_>>().join(" ");
+        let (flat, cum, name) = top_row(line);
+        let (flat, cum) = (flat.parse().unwrap(), cum.parse().unwrap());
         assert!(rows.insert(name, (flat, cum)).is_none(), "listed twice");
     }
     (rows, dropped)
