@@ -324,24 +324,22 @@ pub fn parse_target(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// `s` as a number within `range` (NaN is in none).
+fn number_in(s: &str, range: impl std::ops::RangeBounds<f64>) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|v| range.contains(v))
+}
+
 /// A share of time: a number from 0 (off) up to, not including, 1.
 pub fn parse_budget(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a share of time: give a number from 0 (off) to below 1, e.g. 0.01"
-        )),
-    }
+    number_in(s, 0.0..1.0).ok_or_else(|| {
+        format!("{s:?} is not a share of time: give a number from 0 (off) to below 1, e.g. 0.01")
+    })
 }
 
 /// A share of a total: a number from 0 to 1.
 pub fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a share: give a number from 0 to 1, e.g. 0.005"
-        )),
-    }
+    number_in(s, 0.0..=1.0)
+        .ok_or_else(|| format!("{s:?} is not a share: give a number from 0 to 1, e.g. 0.005"))
 }
 
 /// Parses a duration such as `15s`, `500ms`, `2m`, `1h` (or `1m30s`); zero is refused.
