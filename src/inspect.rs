@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::aggregate::functions::FunctionAccumulator;
 use crate::config::{Format, InspectArgs};
 use crate::cores;
-use crate::decode::stream::{self, Decoder, SampleRange, Walk};
+use crate::decode::stream::{self, Decoder, EarlyStacks, SampleRange, Walk};
 use crate::decode::{self, DecodeError, ValueType, profile::DecodeLimits};
 use crate::scrape::{FetchConfig, FetchError, Fetcher};
 
@@ -176,6 +176,7 @@ fn inflate_and_walk<R: BufRead + Send>(
                 let _ = empty_tx.send(piece);
                 // The pieces so far may end inside a field: the walk stops before it.
                 walk.advance(&raw);
+                walk.read_locations(&raw);
             }
             (raw, walk)
         },
@@ -245,6 +246,9 @@ struct Aggregated {
     rows: Rows,
     /// The functions left out for their |cum|.
     dropped: usize,
+    /// Whether the samples were added up while the function names were read.
+    #[cfg_attr(not(test), allow(dead_code))]
+    early: bool,
 }
 
 /// The smallest |cum| a function may have to be shown, for a share `fraction` of
@@ -257,10 +261,16 @@ fn node_cutoff(flat_sum: i64, fraction: f64) -> u64 {
 /// one sample at a time, straight from the wire, keeping the functions at or above the
 /// node cutoff for `fraction`. The tables borrow the function names from `raw`: only
 /// those of the functions kept are copied out, into the rows.
+///
+/// Where `pick` takes the profile's default sample type (`default_type`), the samples
+/// are added up while the function names are read, on the guess that the default is
+/// the only type or the last ([`stream::Walk::finish_with`]); if the guess or the
+/// tables prove wrong, they are added up again from the decoder.
 fn aggregate(
     source: &str,
     (raw, walk): (Vec<u8>, Walk),
     pick: impl FnOnce(&Decoder<'_>) -> Result<usize, InspectError>,
+    default_type: bool,
     fraction: f64,
 ) -> Result<Aggregated, InspectError> {
     let err = |error| InspectError::Decode {
@@ -271,9 +281,20 @@ fn aggregate(
     let limits = DecodeLimits {
         max_frames: u64::MAX,
     };
-    let (sample_type, flat_sum, min_cum, (total, rows, dropped)) = {
+    let (sample_type, flat_sum, min_cum, (total, rows, dropped), early) = {
         let raw = raw.as_slice();
-        let d = stream::wire_error_first(raw, walk.finish(raw, &TwoCores)).map_err(err)?;
+        let early = |e: &EarlyStacks<'_>| {
+            let index = match e.sample_type_count() {
+                1 => 0,
+                n if !e.declares_default() => n.checked_sub(1)?,
+                _ => return None,
+            };
+            let mut acc = FunctionAccumulator::new(e.function_count(), &[index]);
+            let read = e.take(limits, |s| acc.add(s.values, s.frames.iter().copied()));
+            read.then_some((index, acc))
+        };
+        let finished = walk.finish_with(raw, &TwoCores, default_type.then_some(&early));
+        let (d, read_early) = stream::wire_error_first(raw, finished).map_err(err)?;
         let index = match pick(&d) {
             Ok(i) => i,
             Err(e) => {
@@ -282,12 +303,23 @@ fn aggregate(
                 return Err(e);
             }
         };
-        let (done, acc) = by_function_in_parallel(&d, index, limits);
+        let early_acc = read_early.and_then(|read| merged(read, index));
+        let early = early_acc.is_some();
+        let (done, acc) = match early_acc {
+            Some(acc) => (Ok(()), acc),
+            None => by_function_in_parallel(&d, index, limits),
+        };
         stream::wire_error_first(raw, done).map_err(err)?;
         let flat_sum = acc.flat_sum(0);
         let min_cum = node_cutoff(flat_sum, fraction);
         let kept = acc.into_one_type(d.functions, 0, min_cum);
-        (d.sample_types[index].clone(), flat_sum, min_cum, kept)
+        (
+            d.sample_types[index].clone(),
+            flat_sum,
+            min_cum,
+            kept,
+            early,
+        )
     };
     Ok(Aggregated {
         sample_type,
@@ -296,7 +328,26 @@ fn aggregate(
         min_cum,
         rows,
         dropped,
+        early,
     })
+}
+
+/// The accumulators of [`stream::Walk::finish_with`]'s sides merged, if each side
+/// guessed `index` for the sample type.
+fn merged(
+    read: Vec<Option<(usize, FunctionAccumulator)>>,
+    index: usize,
+) -> Option<FunctionAccumulator> {
+    let mut accs = read.into_iter();
+    let (first, mut acc) = accs.next()??;
+    for side in accs {
+        let (i, other) = side?;
+        if i != first {
+            return None;
+        }
+        acc.merge(&other);
+    }
+    (first == index).then_some(acc)
 }
 
 /// Reads the function and location tables of a profile at the same time.
@@ -389,7 +440,13 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
             .default_index()
             .ok_or_else(|| InspectError::SampleType("profile has no sample types".into())),
     };
-    let mut agg = aggregate(&args.source, raw, pick, own_fraction)?;
+    let mut agg = aggregate(
+        &args.source,
+        raw,
+        pick,
+        args.sample_index.is_none(),
+        own_fraction,
+    )?;
     let vt = agg.sample_type;
 
     let entry = |(function, flat, cum)| FunctionEntry {
@@ -412,6 +469,7 @@ pub fn report(args: &InspectArgs) -> Result<Report, InspectError> {
                         ))
                     })
                 },
+                false,
                 0.0,
             )?;
             // name -> (flat, cum)
@@ -596,7 +654,8 @@ pub fn render_to(
 
 #[cfg(test)]
 mod tests {
-    use super::{inflate_and_walk, int_cell, node_cutoff, pct_cell};
+    use super::{InspectError, aggregate, inflate_and_walk, int_cell, node_cutoff, pct_cell};
+    use crate::decode::profile::pb;
     use crate::decode::{self, DecodeError, stream};
 
     #[test]
@@ -652,6 +711,125 @@ mod tests {
                 (Err(a), Err(b)) => assert_eq!(a, b),
                 (a, b) => panic!("{a:?} vs {:?}", b.map(|(raw, _)| raw.len())),
             }
+        }
+    }
+
+    /// What [`aggregate`] gives for `p` with every sample type: the total, flat sum
+    /// and sorted rows, or the error; and whether the samples were read early.
+    fn aggregated(p: &pb::Profile, default_type: bool) -> (String, bool) {
+        use prost::Message;
+        let raw = p.encode_to_vec();
+        let pick = |d: &stream::Decoder<'_>| {
+            d.default_index()
+                .ok_or_else(|| InspectError::SampleType("none".into()))
+        };
+        match aggregate("p", (raw, stream::Walk::default()), pick, default_type, 0.0) {
+            Ok(mut a) => {
+                a.rows.sort();
+                let shown = format!(
+                    "{} {} {} {:?}",
+                    a.sample_type.kind, a.total, a.flat_sum, a.rows
+                );
+                (shown, a.early)
+            }
+            Err(e) => (e.to_string(), false),
+        }
+    }
+
+    #[test]
+    fn samples_read_beside_the_names_add_up_as_read_after_them() {
+        let base = crate::synth::generate(&crate::synth::SynthConfig {
+            kind: crate::synth::SynthKind::Goroutine,
+            seed: 5,
+            samples: 5000,
+            functions: 800,
+            max_depth: 16,
+        });
+        let heap = crate::synth::generate(&crate::synth::SynthConfig {
+            kind: crate::synth::SynthKind::Heap,
+            seed: 5,
+            samples: 3000,
+            functions: 500,
+            max_depth: 12,
+        });
+        let string = |p: &mut pb::Profile, s: &str| {
+            p.string_table.push(s.to_owned());
+            p.string_table.len() as i64 - 1
+        };
+        // (what, profile, whether the early reading may be kept)
+        let mut cases: Vec<(&str, pb::Profile, bool)> = vec![
+            ("as generated", base.clone(), true),
+            ("heap, no default type: the last", heap.clone(), true),
+        ];
+        let mut p = heap.clone();
+        p.default_sample_type = p.sample_type[1].r#type;
+        cases.push(("heap, a default type named", p, false));
+        let mut p = base.clone();
+        for f in &mut p.function {
+            f.id += 5;
+        }
+        for l in &mut p.location {
+            for line in &mut l.line {
+                line.function_id += 5;
+            }
+        }
+        cases.push(("function ids not from 1", p, false));
+        let mut p = base.clone();
+        p.function[7].name = p.function[3].name;
+        cases.push(("two functions of one name", p, false));
+        let mut p = base.clone();
+        p.location[4].line.clear();
+        cases.push(("an unsymbolised location", p, false));
+        let mut p = base.clone();
+        p.location.swap(2, 9);
+        cases.push(("locations out of order", p, true));
+        let mut p = base.clone();
+        for l in &mut p.location {
+            l.id += 1000;
+        }
+        for s in &mut p.sample {
+            for id in &mut s.location_id {
+                *id += 1000;
+            }
+        }
+        cases.push(("location ids not from 1", p, true));
+        let mut p = base.clone();
+        let (key, value) = (string(&mut p, "k"), string(&mut p, "v"));
+        p.sample[10].label.push(pb::Label {
+            key,
+            str: value,
+            ..Default::default()
+        });
+        cases.push(("a string label", p, true));
+        let mut p = base.clone();
+        p.sample[4000].label.push(pb::Label {
+            key: 1,
+            str: 1 << 40,
+            ..Default::default()
+        });
+        cases.push(("a label outside the strings", p, false));
+        let mut p = base.clone();
+        p.sample[4500].location_id.push(99_999);
+        cases.push(("an unknown location", p, false));
+        let mut p = base.clone();
+        p.sample[10].value.push(1);
+        cases.push(("a value too many", p, false));
+        let mut p = base.clone();
+        p.location[0].line[0].function_id = 100_000;
+        cases.push(("an unknown function", p, false));
+        let mut p = base.clone();
+        p.function[0].name = 1 << 40;
+        cases.push(("a name outside the strings", p, false));
+        let mut p = base.clone();
+        p.string_table[5] = String::new();
+        p.sample.clear();
+        cases.push(("no samples", p, true));
+        for (what, p, kept) in cases {
+            let (late, read_early) = aggregated(&p, false);
+            assert!(!read_early, "{what}");
+            let (early, read_early) = aggregated(&p, true);
+            assert_eq!(early, late, "{what}");
+            assert_eq!(read_early, kept, "{what}: {early}");
         }
     }
 

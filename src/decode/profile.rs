@@ -589,21 +589,6 @@ pub(crate) mod tests {
 
     /// The single-pass decoder and the message-based one agree: same profile, or the
     /// same kind of error (and the same message for reference errors).
-    /// A [`stream::Pair`] that runs the second pass first, as a helper thread that
-    /// finishes first would.
-    struct Reversed;
-
-    impl stream::Pair for Reversed {
-        fn both<A: Send, B: Send>(
-            &self,
-            first: impl FnOnce() -> A + Send,
-            second: impl FnOnce() -> B + Send,
-        ) -> (A, B) {
-            let b = second();
-            (first(), b)
-        }
-    }
-
     /// [`stream::open`] on `bytes` received `piece` bytes at a time, each prefix
     /// walked as it grows.
     fn walked_in_pieces(bytes: &[u8], piece: usize) -> Result<stream::Decoder<'_>, DecodeError> {
@@ -638,7 +623,7 @@ pub(crate) mod tests {
         let whole = tables(stream::open(bytes));
         assert_eq!(
             whole,
-            tables(stream::open_with(bytes, &Reversed)),
+            tables(stream::open_with(bytes, &stream::Reversed)),
             "{bytes:02x?}"
         );
         // And when the top level is walked as the bytes arrive, about 40 pieces.

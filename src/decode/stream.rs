@@ -7,6 +7,11 @@
 //! straight into caller-owned scratch buffers, so a caller can aggregate a profile of
 //! any size without holding its samples in memory.
 //!
+//! A caller that receives the profile in pieces walks each as it comes ([`Walk`]),
+//! reading the location table as it goes; [`Walk::finish_with`] can then add up the
+//! samples while the function table is read, on the guess (checked after) that the
+//! function ids are 1, 2, 3, ... as Go writes them: `inspect` does both.
+//!
 //! The reader accepts exactly the encodings the generated prost types accept (varints
 //! of at most ten bytes, packed or unpacked repeated scalars, known fields with their
 //! declared wire type only, groups in unknown fields nested at most as deep as prost's
@@ -17,7 +22,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use hashbrown::{HashTable, hash_table};
 
 use super::DecodeError;
 use super::profile::{DecodeLimits, ValueType};
@@ -367,6 +376,7 @@ fn sample(bytes: &[u8], out: &mut RawSample) -> Result<(), DecodeError> {
 /// While ids 1, 2, 3, ... have arrived in order with indices 0, 1, 2, ..., the id
 /// gives the index: an insert writes no table and a lookup reads none. The first id
 /// out of that order fills the table with the ones before it.
+#[derive(Debug)]
 struct IdMap {
     dense: Vec<u32>,
     /// Ids below this go in `dense`, which grows up to it as ids arrive.
@@ -505,6 +515,51 @@ impl Runs {
         (first, rest)
     }
 
+    /// The fields cut into at most `n` runs of consecutive fields of about equal
+    /// count, in order: [`Decoder::sample_parts`].
+    fn parts(&self, n: usize) -> Vec<SampleRange> {
+        let mut whole = self.clone();
+        let marks = whole.marks.len();
+        let n = n.clamp(1, marks + 1);
+        // Cut points as marks, last first, so each cut splits what is left of the front.
+        let cuts: Vec<usize> = (1..n).rev().map(|j| j * (marks + 1) / n - 1).collect();
+        let mut parts = Vec::with_capacity(n);
+        for mark in cuts {
+            let (first, runs) = whole.split_off(mark);
+            parts.push(SampleRange { first, runs });
+        }
+        whole.marks = Vec::new();
+        parts.push(SampleRange {
+            first: 0,
+            runs: whole,
+        });
+        parts.reverse();
+        parts
+    }
+
+    /// The payload of every recorded field that ends after byte `from` (the end of
+    /// one, or 0), in order, with where the field ends.
+    fn messages_from<'a>(
+        &'a self,
+        bytes: &'a [u8],
+        from: usize,
+    ) -> impl Iterator<Item = (&'a [u8], usize)> + 'a {
+        let first = self.spans.partition_point(|&(_, end)| end <= from);
+        self.spans[first..].iter().flat_map(move |&(start, end)| {
+            let start = start.max(from);
+            let mut r = Reader::new(&bytes[..end], "Profile");
+            r.pos = start;
+            std::iter::from_fn(move || {
+                if !r.more() {
+                    return None;
+                }
+                let (_, wire_type) = r.key().ok()?;
+                let m = r.message(wire_type).ok()?;
+                Some((m, r.pos))
+            })
+        })
+    }
+
     /// The payload of every recorded field, in order. The fields were read once
     /// already, so reading them again cannot fail; if it did, the walk would stop.
     fn messages<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -630,10 +685,6 @@ impl Decoder<'_> {
         })
     }
 
-    fn string(&self, idx: i64, what: &str) -> Result<&str, DecodeError> {
-        string_at(&self.strings, idx, what)
-    }
-
     /// Parses and checks every sample in order, handing each to `visit`. Stops at the
     /// first bad sample. `limits.max_frames` bounds the expanded frames of all samples.
     pub fn samples(
@@ -648,23 +699,7 @@ impl Decoder<'_> {
     /// count, in order, for [`Decoder::samples_in`] to walk on as many threads. A
     /// profile of fewer than a couple of thousand samples stays in one part.
     pub fn sample_parts(&self, n: usize) -> Vec<SampleRange> {
-        let mut whole = self.samples.clone();
-        let marks = whole.marks.len();
-        let n = n.clamp(1, marks + 1);
-        // Cut points as marks, last first, so each cut splits what is left of the front.
-        let cuts: Vec<usize> = (1..n).rev().map(|j| j * (marks + 1) / n - 1).collect();
-        let mut parts = Vec::with_capacity(n);
-        for mark in cuts {
-            let (first, runs) = whole.split_off(mark);
-            parts.push(SampleRange { first, runs });
-        }
-        whole.marks = Vec::new();
-        parts.push(SampleRange {
-            first: 0,
-            runs: whole,
-        });
-        parts.reverse();
-        parts
+        self.samples.parts(n)
     }
 
     /// [`Decoder::samples`] for the samples of one part from [`Decoder::sample_parts`]:
@@ -684,9 +719,47 @@ impl Decoder<'_> {
         first: usize,
         runs: &Runs,
         limits: DecodeLimits,
+        visit: impl FnMut(&SampleRef<'_>),
+    ) -> Result<(), DecodeError> {
+        self.stacks().walk(first, runs, limits, visit)
+    }
+
+    fn stacks(&self) -> Stacks<'_, '_> {
+        Stacks {
+            bytes: self.bytes,
+            n_types: self.sample_types.len(),
+            strings: Ok(&self.strings),
+            loc_ids: &self.loc_ids,
+            loc_starts: &self.loc_starts,
+            loc_frames: &self.loc_frames,
+            loc_one: &self.loc_one,
+        }
+    }
+}
+
+/// What a walk over the samples reads besides them: a [`Decoder`]'s tables, or those
+/// of an [`EarlyStacks`], resolved before the function names.
+struct Stacks<'t, 'a> {
+    bytes: &'a [u8],
+    n_types: usize,
+    /// The string table, or only its length: then labels are checked against it but
+    /// not handed out.
+    strings: Result<&'t [&'a str], usize>,
+    loc_ids: &'t IdMap,
+    loc_starts: &'t [u32],
+    loc_frames: &'t [u32],
+    loc_one: &'t [u32],
+}
+
+impl<'a> Stacks<'_, 'a> {
+    fn walk(
+        &self,
+        first: usize,
+        runs: &Runs,
+        limits: DecodeLimits,
         mut visit: impl FnMut(&SampleRef<'_>),
     ) -> Result<(), DecodeError> {
-        let n_types = self.sample_types.len();
+        let n_types = self.n_types;
         let mut raw = RawSample::default();
         let mut locations: Vec<u32> = Vec::new();
         let mut frames: Vec<u32> = Vec::new();
@@ -714,7 +787,8 @@ impl Decoder<'_> {
                     total_frames += 1;
                     frames.push(one);
                 } else {
-                    let (a, b) = self.loc_span(idx);
+                    let i = idx as usize;
+                    let (a, b) = (self.loc_starts[i], self.loc_starts[i + 1]);
                     total_frames += u64::from(b - a);
                     // A handful of frames: a loop beats a call to memcpy.
                     for &f in &self.loc_frames[a as usize..b as usize] {
@@ -729,11 +803,21 @@ impl Decoder<'_> {
             }
             labels.clear();
             for &(key, s) in &raw.labels {
-                if s != 0 {
-                    labels.push((
-                        self.string(key, "label key")?,
-                        self.string(s, "label value")?,
-                    ));
+                if s == 0 {
+                    continue;
+                }
+                match self.strings {
+                    Ok(strings) => labels.push((
+                        string_at(strings, key, "label key")?,
+                        string_at(strings, s, "label value")?,
+                    )),
+                    Err(n) => {
+                        for (idx, what) in [(key, "label key"), (s, "label value")] {
+                            if usize::try_from(idx).map_or(true, |i| i >= n) {
+                                return Err(outside_strings(idx, what));
+                            }
+                        }
+                    }
                 }
             }
             visit(&SampleRef {
@@ -756,7 +840,11 @@ fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, D
         .ok()
         .and_then(|i| strings.get(i))
         .copied()
-        .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
+        .ok_or_else(|| outside_strings(idx, what))
+}
+
+fn outside_strings(idx: i64, what: &str) -> DecodeError {
+    invalid(format!("{what} refers to string {idx}, outside the table"))
 }
 
 /// The strings at `ranges` of `bytes`, checked to be UTF-8.
@@ -804,6 +892,23 @@ impl Pair for InTurn {
     }
 }
 
+/// A [`Pair`] that runs the second pass first, as a helper thread that finishes
+/// first would.
+#[cfg(test)]
+pub(crate) struct Reversed;
+
+#[cfg(test)]
+impl Pair for Reversed {
+    fn both<A: Send, B: Send>(
+        &self,
+        first: impl FnOnce() -> A + Send,
+        second: impl FnOnce() -> B + Send,
+    ) -> (A, B) {
+        let b = second();
+        (first(), b)
+    }
+}
+
 /// Walks the top level of an uncompressed profile and resolves its tables. Samples
 /// are only located here; [`Decoder::samples`] parses them.
 pub fn open(bytes: &[u8]) -> Result<Decoder<'_>, DecodeError> {
@@ -833,9 +938,23 @@ pub struct Walk {
     strings: Vec<(usize, usize)>,
     default_sample_type: i64,
     time_nanos: i64,
+    /// The location table as far as [`Walk::read_locations`] read it.
+    early_locations: Option<RawLocations>,
 }
 
 impl Walk {
+    /// Reads the locations walked so far in `bytes` (as at the last
+    /// [`Walk::advance`]) that are not read yet, so that [`Walk::finish`] has less of
+    /// the table left to read.
+    pub fn read_locations(&mut self, bytes: &[u8]) {
+        if self.locations.count > 0 {
+            let t = self
+                .early_locations
+                .get_or_insert_with(|| RawLocations::new(0));
+            t.read_more(bytes, &self.locations);
+        }
+    }
+
     /// Walks the top-level fields of `bytes`, the profile received so far (the same
     /// bytes as at the last call, with more after them), from where the last call
     /// stopped. It stops before a field it cannot read, which may only lack the bytes
@@ -908,11 +1027,26 @@ impl Walk {
 
     /// Walks the rest of `bytes`, the whole profile, and resolves it into a decoder,
     /// with the function and location tables read by `pair` (see [`open_with`]).
-    pub fn finish<'a>(
+    pub fn finish<'a>(self, bytes: &'a [u8], pair: &impl Pair) -> Result<Decoder<'a>, DecodeError> {
+        let none = None::<&fn(&EarlyStacks<'a>)>;
+        self.finish_with(bytes, pair, none).map(|(d, _)| d)
+    }
+
+    /// [`Walk::finish`], which also has `early` read the samples while the function
+    /// table is read: on the side that reads the location table once it is read, and
+    /// on the other once the function table is, each taking parts of the samples that
+    /// are left (see [`EarlyStacks::take`]). The frames it hands out take function id
+    /// `k` as index `k - 1`, as the decoder resolves them for every
+    /// profile Go writes. The results of `early`, one per side that ran it, come back
+    /// only if the function table bears that out, and no sample failed; otherwise
+    /// (or when the tables do not allow it) the decoder is the one [`Walk::finish`]
+    /// gives, and the caller reads the samples from it.
+    pub fn finish_with<'a, R: Send>(
         mut self,
         bytes: &'a [u8],
         pair: &impl Pair,
-    ) -> Result<Decoder<'a>, DecodeError> {
+        early: Option<&(impl Fn(&EarlyStacks<'a>) -> R + Sync)>,
+    ) -> Result<(Decoder<'a>, Option<Vec<R>>), DecodeError> {
         // A string before a broken field that is not UTF-8 is the first error.
         self.walk(bytes).or_else(|e| self.utf8(bytes).and(Err(e)))?;
         // The location table refers to no string and no function on the wire, so `pair`
@@ -921,19 +1055,94 @@ impl Walk {
         // The string ranges are freed once the strings are made of them, before the
         // function table fills its map.
         let ranges = std::mem::take(&mut self.strings);
-        let (strings_functions, mut raw_locations) = pair.both(
+        let n_strings = ranges.len();
+        // Locations read early are kept while their ids come in order: the map for
+        // ids out of order was sized without knowing the table's length.
+        let read_early = self.early_locations.take().filter(|t| t.ids.in_order);
+        // Set once by the location side, which the other side waits for only if that
+        // side has started: run in turn, in either order, neither waits for nothing.
+        let shared: OnceLock<Option<EarlyStacks<'a>>> = OnceLock::new();
+        let started = AtomicBool::new(false);
+        let this = &self;
+        let (names_side, locations_side) = pair.both(
             || {
                 let strings = utf8_strings(bytes, &ranges);
                 drop(ranges);
-                let strings = strings?;
-                let functions = function_table(bytes, &self.function_runs, &strings);
-                Ok::<_, DecodeError>((strings, functions))
+                let tables = strings.map(|strings| {
+                    let mut functions = function_table(bytes, &this.function_runs, &strings);
+                    if early.is_some() {
+                        if let Ok(f) = &mut functions {
+                            f.let_go_of_names();
+                        }
+                    }
+                    (strings, functions)
+                });
+                let mine = match early {
+                    Some(early) if started.load(Ordering::Acquire) => {
+                        shared.wait().as_ref().map(early)
+                    }
+                    _ => None,
+                };
+                (tables, mine)
             },
-            || raw_location_table(bytes, &self.locations),
+            || {
+                if early.is_some() {
+                    started.store(true, Ordering::Release);
+                }
+                let _unblock = SetOnDrop(&shared);
+                let mut raw = match read_early {
+                    Some(mut t) => {
+                        t.read_more(bytes, &this.locations);
+                        t
+                    }
+                    None => raw_location_table(bytes, &this.locations),
+                };
+                let Some(early) = early else {
+                    return (Some(raw), None);
+                };
+                let Some(largest) = raw.frames_in_order() else {
+                    let _ = shared.set(None);
+                    return (Some(raw), None);
+                };
+                // Ids in order end at the number of functions: frames past it could
+                // not be counted.
+                if largest > this.function_runs.count as u64 {
+                    raw.undo_in_order();
+                    let _ = shared.set(None);
+                    return (Some(raw), None);
+                }
+                let one = one_frame_each(&raw.starts, &raw.frames);
+                let stacks = EarlyStacks {
+                    bytes,
+                    n_types: this.sample_type_fields.len(),
+                    declares_default: this.default_sample_type != 0,
+                    n_strings,
+                    n_functions: this.function_runs.count,
+                    largest,
+                    locations: raw,
+                    one,
+                    parts: this.samples.parts(usize::MAX),
+                    next: AtomicUsize::new(0),
+                    failed: AtomicBool::new(false),
+                };
+                let _ = shared.set(Some(stacks));
+                (None, shared.get().and_then(Option::as_ref).map(early))
+            },
         );
+        let (raw_locations, first) = locations_side;
+        let (tables, second) = names_side;
+        let (mut raw_locations, early_read) = match (raw_locations, shared.into_inner().flatten()) {
+            (Some(raw), _) => (raw, None),
+            (None, Some(e)) => {
+                let failed = e.failed.into_inner();
+                let read = (e.largest, e.one, failed, first.into_iter().chain(second));
+                (e.locations, Some(read))
+            }
+            (None, None) => return Err(invalid("location table lost")),
+        };
         // The errors come in the order of reading one table after the other: strings,
         // sample types, functions, locations.
-        let (strings, functions) = strings_functions?;
+        let (strings, functions) = tables?;
         let Walk {
             sample_type_fields,
             samples,
@@ -972,13 +1181,27 @@ impl Walk {
             sample_types.iter().position(|t| t.kind == name)
         };
         let mut functions = functions?;
-        let (loc_frames, loc_one) = raw_locations.resolve(bytes, &locations, &mut functions)?;
+        let (loc_frames, loc_one, results) = match early_read {
+            Some((largest, one, false, results))
+                if functions.ids.in_order && largest <= functions.ids.len =>
+            {
+                let frames = std::mem::take(&mut raw_locations.frames);
+                (frames, one, Some(results.collect()))
+            }
+            read => {
+                if read.is_some() {
+                    raw_locations.undo_in_order();
+                }
+                let (frames, one) = raw_locations.resolve(bytes, &locations, &mut functions)?;
+                (frames, one, None)
+            }
+        };
         let RawLocations {
             starts: loc_starts,
             ids: loc_ids,
             ..
         } = raw_locations;
-        Ok(Decoder {
+        let d = Decoder {
             sample_types,
             default_sample_type,
             functions: functions.names,
@@ -990,17 +1213,138 @@ impl Walk {
             samples,
             loc_ids,
             loc_one,
-        })
+        };
+        Ok((d, results))
+    }
+}
+
+/// The samples of a profile as [`Walk::finish_with`] hands them to its `early`
+/// reader, before the function names are known: location tables resolved on the
+/// guess that function `k` has id `k`, and the samples cut into parts for the two
+/// sides to take in turn.
+pub struct EarlyStacks<'a> {
+    bytes: &'a [u8],
+    n_types: usize,
+    declares_default: bool,
+    n_strings: usize,
+    n_functions: usize,
+    /// The largest function id of a line.
+    largest: u64,
+    locations: RawLocations,
+    one: Vec<u32>,
+    parts: Vec<SampleRange>,
+    /// The first part no side has taken yet.
+    next: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl EarlyStacks<'_> {
+    /// How many sample types the profile declares.
+    pub fn sample_type_count(&self) -> usize {
+        self.n_types
+    }
+
+    /// Whether the profile names a default sample type (which only the string table
+    /// can tell).
+    pub fn declares_default(&self) -> bool {
+        self.declares_default
+    }
+
+    /// How many functions the frames may refer to: indices are below this.
+    pub fn function_count(&self) -> usize {
+        self.n_functions
+    }
+
+    /// Walks the parts no side has taken yet, one at a time, handing each sample to
+    /// `visit` as [`Decoder::samples_in`] would, but without its labels (which are
+    /// checked all the same). False if a sample failed here or on the other side: the
+    /// results of both are then thrown away, and the decoder's walk finds the error.
+    pub fn take(&self, limits: DecodeLimits, mut visit: impl FnMut(&SampleRef<'_>)) -> bool {
+        let stacks = Stacks {
+            bytes: self.bytes,
+            n_types: self.n_types,
+            strings: Err(self.n_strings),
+            loc_ids: &self.locations.ids,
+            loc_starts: &self.locations.starts,
+            loc_frames: &self.locations.frames,
+            loc_one: &self.one,
+        };
+        loop {
+            if self.failed.load(Ordering::Relaxed) {
+                return false;
+            }
+            let Some(part) = self.parts.get(self.next.fetch_add(1, Ordering::Relaxed)) else {
+                return true;
+            };
+            if stacks
+                .walk(part.first, &part.runs, limits, &mut visit)
+                .is_err()
+            {
+                self.failed.store(true, Ordering::Relaxed);
+                return false;
+            }
+        }
+    }
+}
+
+/// Sets the slot to None when dropped if nothing was put in it, so that a side
+/// waiting for it is never left waiting (a panic on the setting side included).
+struct SetOnDrop<'l, 'a>(&'l OnceLock<Option<EarlyStacks<'a>>>);
+
+impl Drop for SetOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(None);
     }
 }
 
 /// The function table, resolved: distinct names, and wire id -> name index.
 struct Functions<'a> {
     names: Vec<Cow<'a, str>>,
-    by_name: HashMap<&'a str, u32, foldhash::fast::RandomState>,
+    /// The index in `names` of every name from the string table, found by the name's
+    /// hash: 4 bytes a slot, where a map from the name would hold 24.
+    by_name: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     /// Names made up for unsymbolised locations are owned, so they get their own map.
     address_names: HashMap<String, u32>,
     ids: IdMap,
+    /// Whether `by_name` was let go of ([`Functions::let_go_of_names`]).
+    names_forgotten: bool,
+}
+
+impl Functions<'_> {
+    /// Frees the index by name while the samples are read beside it, where the ids
+    /// are in order and so every name is its own: [`Functions::find`] makes it again
+    /// from the names if an unsymbolised location needs it after all.
+    fn let_go_of_names(&mut self) {
+        if self.ids.in_order {
+            self.by_name = HashTable::new();
+            self.names_forgotten = true;
+        }
+    }
+
+    /// The index of the function from the string table called `name`.
+    fn find(&mut self, name: &str) -> Option<u32> {
+        let Self {
+            names,
+            by_name,
+            hasher,
+            names_forgotten,
+            ..
+        } = self;
+        if std::mem::take(names_forgotten) {
+            by_name.reserve(names.len(), |&i| hasher.hash_one(&*names[i as usize]));
+            for (i, n) in names.iter().enumerate() {
+                if let Cow::Borrowed(n) = n {
+                    by_name.insert_unique(hasher.hash_one(n), i as u32, |&i| {
+                        hasher.hash_one(&*names[i as usize])
+                    });
+                }
+            }
+        }
+        by_name
+            .find(hasher.hash_one(name), |&i| names[i as usize] == name)
+            .copied()
+    }
 }
 
 fn function_table<'a>(
@@ -1009,8 +1353,8 @@ fn function_table<'a>(
     strings: &[&'a str],
 ) -> Result<Functions<'a>, DecodeError> {
     let mut names: Vec<Cow<'a, str>> = Vec::with_capacity(runs.count);
-    let mut by_name: HashMap<&str, u32, _> =
-        HashMap::with_capacity_and_hasher(runs.count, foldhash::fast::RandomState::default());
+    let mut by_name = HashTable::with_capacity(runs.count);
+    let hasher = foldhash::fast::RandomState::default();
     let mut ids = IdMap::new(runs.count);
     for m in runs.messages(bytes) {
         let [id, name] = varint_message(m, "Function", 5, RECURSION_LIMIT - 1)?;
@@ -1018,12 +1362,15 @@ fn function_table<'a>(
             return Err(invalid("function with id 0"));
         }
         let name = string_at(strings, name as i64, "function name")?;
-        let idx = match by_name.entry(name) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => {
+        let same = |&i: &u32| names[i as usize] == name;
+        let rehash = |&i: &u32| hasher.hash_one(&*names[i as usize]);
+        let idx = match by_name.entry(hasher.hash_one(name), same, rehash) {
+            hash_table::Entry::Occupied(e) => *e.get(),
+            hash_table::Entry::Vacant(e) => {
                 let i = u32_of(names.len(), "functions")?;
+                e.insert(i);
                 names.push(Cow::Borrowed(name));
-                *e.insert(i)
+                i
             }
         };
         if !ids.insert(id, idx) {
@@ -1033,8 +1380,10 @@ fn function_table<'a>(
     Ok(Functions {
         names,
         by_name,
+        hasher,
         address_names: HashMap::new(),
         ids,
+        names_forgotten: false,
     })
 }
 
@@ -1043,6 +1392,7 @@ fn function_table<'a>(
 const WIDE: u32 = u32::MAX;
 
 /// The location table as read from the wire, before its function ids are resolved.
+#[derive(Debug)]
 struct RawLocations {
     /// As [`Decoder::loc_starts`].
     starts: Vec<u32>,
@@ -1057,29 +1407,51 @@ struct RawLocations {
     /// The first location that failed to read, why, and whether the check that failed
     /// comes after its lines are resolved; the locations before it were read.
     error: Option<(usize, DecodeError, bool)>,
+    /// Where the location after the last one read ends in the profile.
+    read_to: usize,
 }
 
 /// Reads every location up to the first that fails, checking everything but the
 /// function ids its lines refer to. A failing location's error comes with whether the
 /// check that failed comes after the lines are resolved (see [`RawLocations::resolve`]).
 fn raw_location_table(bytes: &[u8], runs: &Runs) -> RawLocations {
-    let mut t = RawLocations {
-        starts: Vec::with_capacity(runs.count + 1),
-        frames: Vec::with_capacity(runs.count),
-        wide: Vec::new(),
-        unsymbolised: Vec::new(),
-        ids: IdMap::new(runs.count),
-        error: None,
-    };
-    t.starts.push(0);
-    let mut lines: Vec<u64> = Vec::new();
-    for (i, m) in runs.messages(bytes).enumerate() {
-        if let Err((e, after_lines)) = raw_location(&mut t, i, m, &mut lines) {
-            t.error = Some((i, e, after_lines));
-            break;
+    let mut t = RawLocations::new(runs.count);
+    t.read_more(bytes, runs);
+    t
+}
+
+impl RawLocations {
+    /// An empty table for about `count` locations.
+    fn new(count: usize) -> Self {
+        let mut starts = Vec::with_capacity(count + 1);
+        starts.push(0);
+        Self {
+            starts,
+            frames: Vec::with_capacity(count),
+            wide: Vec::new(),
+            unsymbolised: Vec::new(),
+            ids: IdMap::new(count),
+            error: None,
+            read_to: 0,
         }
     }
-    t
+
+    /// Reads the locations of `runs` that are not read yet, up to the first that
+    /// fails; `runs` may have grown since the last call.
+    fn read_more(&mut self, bytes: &[u8], runs: &Runs) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut lines: Vec<u64> = Vec::new();
+        for (m, end) in runs.messages_from(bytes, self.read_to) {
+            let i = self.starts.len() - 1;
+            if let Err((e, after_lines)) = raw_location(self, i, m, &mut lines) {
+                self.error = Some((i, e, after_lines));
+                return;
+            }
+            self.read_to = end;
+        }
+    }
 }
 
 fn raw_location(
@@ -1188,23 +1560,43 @@ impl RawLocations {
     /// name of its own, so that its index is its id less one. `None` where it is not.
     /// The frames are resolved where they lie, and moved out.
     fn resolve_in_order(&mut self, functions: &Functions<'_>) -> Option<(Vec<u32>, Vec<u32>)> {
-        let ids = &functions.ids;
-        let simple = self.error.is_none()
-            && self.wide.is_empty()
-            && self.unsymbolised.is_empty()
-            && ids.in_order
-            && self
-                .frames
-                .iter()
-                .all(|&f| f != 0 && u64::from(f) <= ids.len);
-        if !simple {
+        if !functions.ids.in_order {
             return None;
+        }
+        let largest = self.frames_in_order()?;
+        if largest > functions.ids.len {
+            self.undo_in_order();
+            return None;
+        }
+        let one = one_frame_each(&self.starts, &self.frames);
+        Some((std::mem::take(&mut self.frames), one))
+    }
+
+    /// The frames resolved where they lie as if function `k` had id `k` and a name of
+    /// its own, when every location was read and symbolised and no line names
+    /// function 0; returns the largest function id. Nothing changes where it is None.
+    fn frames_in_order(&mut self) -> Option<u64> {
+        if self.error.is_some() || !self.wide.is_empty() || !self.unsymbolised.is_empty() {
+            return None;
+        }
+        let mut largest = 0;
+        for &f in &self.frames {
+            if f == 0 {
+                return None;
+            }
+            largest = largest.max(f);
         }
         for f in &mut self.frames {
             *f -= 1;
         }
-        let one = one_frame_each(&self.starts, &self.frames);
-        Some((std::mem::take(&mut self.frames), one))
+        Some(u64::from(largest))
+    }
+
+    /// Puts back the function ids [`RawLocations::frames_in_order`] resolved.
+    fn undo_in_order(&mut self) {
+        for f in &mut self.frames {
+            *f += 1;
+        }
     }
 }
 
@@ -1224,11 +1616,8 @@ fn one_frame_each(starts: &[u32], frames: &[u32]) -> Vec<u32> {
 /// prints it, shared with a function of that name if there is one.
 fn address_name(functions: &mut Functions<'_>, address: u64) -> Result<u32, DecodeError> {
     let name = format!("{address:016x}");
-    if let Some(&i) = functions
-        .by_name
-        .get(name.as_str())
-        .or(functions.address_names.get(&name))
-    {
+    let named = functions.find(&name);
+    if let Some(i) = named.or_else(|| functions.address_names.get(&name).copied()) {
         return Ok(i);
     }
     let i = u32_of(functions.names.len(), "functions")?;
@@ -1287,6 +1676,40 @@ mod tests {
             }
         }
         p.encode_to_vec()
+    }
+
+    #[test]
+    fn samples_read_early_in_turn_in_either_order_are_each_read_once() {
+        let bytes = profile(5000, 0);
+        let (want, frames) = {
+            let d = open(&bytes).unwrap();
+            let mut frames = 0;
+            d.samples(NO_LIMIT, |s| frames += s.frames.len()).unwrap();
+            (d.sample_count(), frames)
+        };
+        let early = |e: &EarlyStacks<'_>| {
+            let (mut n, mut frames) = (0, 0);
+            let read = e.take(NO_LIMIT, |s| {
+                n += 1;
+                frames += s.frames.len();
+            });
+            (read, n, frames)
+        };
+        fn run(
+            bytes: &[u8],
+            pair: &impl Pair,
+            early: &(impl Fn(&EarlyStacks<'_>) -> (bool, usize, usize) + Sync),
+        ) -> Vec<(bool, usize, usize)> {
+            let (_, results) = Walk::default()
+                .finish_with(bytes, pair, Some(early))
+                .unwrap();
+            results.expect("the guess holds for a profile Go would write")
+        }
+        for results in [run(&bytes, &InTurn, &early), run(&bytes, &Reversed, &early)] {
+            assert!(results.iter().all(|&(read, _, _)| read));
+            assert_eq!(results.iter().map(|r| r.1).sum::<usize>(), want);
+            assert_eq!(results.iter().map(|r| r.2).sum::<usize>(), frames);
+        }
     }
 
     #[test]
