@@ -20,11 +20,13 @@ COPY . .
 
 # An explicit --target keeps RUSTFLAGS away from build scripts and proc-macros,
 # which must stay dynamically linked for the host. The host triple is asked of
-# rustc so that the same file builds on amd64 and arm64.
+# rustc so that the same file builds on amd64 and arm64. pack-relative-relocs stores
+# the position-independent binary's 10,000 relocations in 3 KB instead of 250 KB,
+# which the binary reads at every start (docs/performance.md, step 33).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     triple="$(rustc -vV | sed -n 's/^host: //p')" \
- && RUSTFLAGS='-C target-feature=+crt-static' \
+ && RUSTFLAGS='-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs' \
     cargo build --release --locked --target "$triple" \
  && install -D -m 0755 "target/$triple/release/pprof-exporter" /out/rootfs/pprof-exporter \
  && install -D -m 0644 /etc/ssl/certs/ca-certificates.crt /out/rootfs/etc/ssl/certs/ca-certificates.crt \

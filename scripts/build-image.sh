@@ -32,10 +32,11 @@ out="${IMAGE_OUT_DIR:-target/image}"
 target_dir="${CARGO_TARGET_DIR:-target}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 
-# 1. The static binary. An explicit --target keeps the flag off build scripts and
-# proc-macros, which are loaded by the host's dynamic linker.
+# 1. The static binary, built as the Dockerfile builds it. An explicit --target keeps
+# the flags off build scripts and proc-macros, which are loaded by the host's dynamic
+# linker.
 echo "build-image: cargo build --release --target ${triple} (crt-static)"
-RUSTFLAGS='-C target-feature=+crt-static' \
+RUSTFLAGS='-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs' \
   cargo build --release --locked --quiet --target "$triple" --bin pprof-exporter
 bin="${target_dir}/${triple}/release/pprof-exporter"
 

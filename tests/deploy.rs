@@ -334,6 +334,12 @@ fn dockerfile_runtime_stage_is_static_and_unprivileged() {
         .map(|(_, a)| a.as_str())
         .collect();
     assert!(build.contains("+crt-static") && build.contains("--target"));
+    // scripts/build-image.sh builds the binary the same way.
+    let flags = |text: &str| {
+        let at = text.find("RUSTFLAGS='").expect("RUSTFLAGS set") + "RUSTFLAGS='".len();
+        text[at..].split('\'').next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(flags(&build), flags(&read("scripts/build-image.sh")));
     // Keeping target/ out of the build context keeps gigabytes out of it.
     let ignore = read(".dockerignore");
     assert!(ignore.lines().any(|l| l.trim_end_matches('/') == "target"));
