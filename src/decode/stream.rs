@@ -563,16 +563,7 @@ impl Runs {
     /// The payload of every recorded field, in order. The fields were read once
     /// already, so reading them again cannot fail; if it did, the walk would stop.
     fn messages<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.spans.iter().flat_map(move |&(start, end)| {
-            let mut r = Reader::new(&bytes[start..end], "Profile");
-            std::iter::from_fn(move || {
-                if !r.more() {
-                    return None;
-                }
-                let (_, wire_type) = r.key().ok()?;
-                r.message(wire_type).ok()
-            })
-        })
+        self.messages_from(bytes, 0).map(|(m, _)| m)
     }
 }
 
@@ -812,11 +803,8 @@ impl<'a> Stacks<'_, 'a> {
                         string_at(strings, s, "label value")?,
                     )),
                     Err(n) => {
-                        for (idx, what) in [(key, "label key"), (s, "label value")] {
-                            if usize::try_from(idx).map_or(true, |i| i >= n) {
-                                return Err(outside_strings(idx, what));
-                            }
-                        }
+                        string_index(n, key, "label key")?;
+                        string_index(n, s, "label value")?;
                     }
                 }
             }
@@ -836,15 +824,15 @@ impl<'a> Stacks<'_, 'a> {
 const MANY: u32 = u32::MAX;
 
 fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, DecodeError> {
-    usize::try_from(idx)
-        .ok()
-        .and_then(|i| strings.get(i))
-        .copied()
-        .ok_or_else(|| outside_strings(idx, what))
+    Ok(strings[string_index(strings.len(), idx, what)?])
 }
 
-fn outside_strings(idx: i64, what: &str) -> DecodeError {
-    invalid(format!("{what} refers to string {idx}, outside the table"))
+/// `idx` as an index into a string table of `len` strings, if it is one.
+fn string_index(len: usize, idx: i64, what: &str) -> Result<usize, DecodeError> {
+    usize::try_from(idx)
+        .ok()
+        .filter(|&i| i < len)
+        .ok_or_else(|| invalid(format!("{what} refers to string {idx}, outside the table")))
 }
 
 /// The strings at `ranges` of `bytes`, checked to be UTF-8.
@@ -1100,17 +1088,12 @@ impl Walk {
                 let Some(early) = early else {
                     return (Some(raw), None);
                 };
-                let Some(largest) = raw.frames_in_order() else {
+                // Ids in order end at the number of functions: frames past it could
+                // not be counted.
+                let Some(largest) = raw.frames_in_order(this.function_runs.count as u64) else {
                     let _ = shared.set(None);
                     return (Some(raw), None);
                 };
-                // Ids in order end at the number of functions: frames past it could
-                // not be counted.
-                if largest > this.function_runs.count as u64 {
-                    raw.undo_in_order();
-                    let _ = shared.set(None);
-                    return (Some(raw), None);
-                }
                 let one = one_frame_each(&raw.starts, &raw.frames);
                 let stacks = EarlyStacks {
                     bytes,
@@ -1563,19 +1546,16 @@ impl RawLocations {
         if !functions.ids.in_order {
             return None;
         }
-        let largest = self.frames_in_order()?;
-        if largest > functions.ids.len {
-            self.undo_in_order();
-            return None;
-        }
+        self.frames_in_order(functions.ids.len)?;
         let one = one_frame_each(&self.starts, &self.frames);
         Some((std::mem::take(&mut self.frames), one))
     }
 
     /// The frames resolved where they lie as if function `k` had id `k` and a name of
-    /// its own, when every location was read and symbolised and no line names
-    /// function 0; returns the largest function id. Nothing changes where it is None.
-    fn frames_in_order(&mut self) -> Option<u64> {
+    /// its own, when every location was read and symbolised and every line names a
+    /// function from 1 to `functions`; returns the largest function id. Nothing
+    /// changes where it is None.
+    fn frames_in_order(&mut self, functions: u64) -> Option<u64> {
         if self.error.is_some() || !self.wide.is_empty() || !self.unsymbolised.is_empty() {
             return None;
         }
@@ -1585,6 +1565,9 @@ impl RawLocations {
                 return None;
             }
             largest = largest.max(f);
+        }
+        if u64::from(largest) > functions {
+            return None;
         }
         for f in &mut self.frames {
             *f -= 1;
