@@ -769,6 +769,21 @@ fn image_builds_static_and_runs() {
     );
     eprintln!("{out}");
     assert!(out.contains("static-pie linked") || out.contains("statically linked"));
+    // The functions in scripts/link-order.txt are still in the code, and the linker laid
+    // them out together: unordered, they spread over nearly all of it.
+    let layout = out
+        .lines()
+        .find_map(|l| l.strip_prefix("build-image: layout: "))
+        .expect("layout line");
+    let n: Vec<u64> = layout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [found, listed, span_kb, code_kb] = n[..] else {
+        panic!("layout: {layout}")
+    };
+    assert!(listed >= 500 && found * 10 >= listed * 9, "{layout}");
+    assert!(span_kb * 2 < code_kb, "{layout}");
 
     // Unpack the OCI archive: index -> manifest -> config and the single layer.
     let dir = scratch("image");
