@@ -62,8 +62,7 @@ list=scripts/link-order.txt
 [ -f "$list" ] || list=/dev/null
 nm -t d -S --defined-only "$bin" | awk 'NF == 4 && $3 ~ /^[tTwW]$/ { print $1 + 0 "\t" $2 + 0 "\t" $4 }' \
     >"${bin}.functions"
-cut -f3 "${bin}.functions" | c++filt | sed -E 's/::h[0-9a-f]{16}//g; s/\[[0-9a-f]{8,16}\]//g' |
-  paste - "${bin}.functions" | awk -F '\t' '
+cut -f3 "${bin}.functions" | scripts/link-ordered --names | paste - "${bin}.functions" | awk -F '\t' '
     NR == FNR { if ($0 !~ /^#/ && $0 != "") { listed += !($0 in want); want[$0] = 1 } next }
     { if (!all++ || $2 < lo) lo = $2; if ($2 + $3 > hi) hi = $2 + $3 }
     ($1 in want) {
