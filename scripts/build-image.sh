@@ -58,8 +58,14 @@ esac
 # Where the listed functions ended up: found in the binary, and how much of the code
 # they span from the first to the last. Laid out first, the span is their own size;
 # left where they fell, it is nearly the whole of the code.
+# Only lld reads the order (scripts/link-ordered): rustc links with it on x86_64 Linux.
 list=scripts/link-order.txt
 [ -f "$list" ] || list=/dev/null
+if readelf -p .comment "$bin" 2>/dev/null | grep -q 'Linker: LLD'; then
+  linker="linked by lld"
+else
+  linker="not linked by lld, so not ordered"
+fi
 nm -t d -S --defined-only "$bin" | awk 'NF == 4 && $3 ~ /^[tTwW]$/ { print $1 + 0 "\t" $2 + 0 "\t" $4 }' \
     >"${bin}.functions"
 cut -f3 "${bin}.functions" | scripts/link-ordered --names | paste - "${bin}.functions" | awk -F '\t' '
@@ -71,9 +77,9 @@ cut -f3 "${bin}.functions" | scripts/link-ordered --names | paste - "${bin}.func
         if ($2 + $3 > lhi) lhi = $2 + $3
     }
     END {
-        printf "build-image: layout: %d of %d listed functions found, spanning %d KB of the %d KB of code\n",
-            found, listed, (lhi - llo) / 1024, (hi - lo) / 1024
-    }' "$list" -
+        printf "build-image: layout: %d of %d listed functions found, spanning %d KB of the %d KB of code; %s\n",
+            found, listed, (lhi - llo) / 1024, (hi - lo) / 1024, linker
+    }' linker="$linker" "$list" -
 rm -f "${bin}.functions"
 
 # The image's whole file tree, as the Dockerfile's build stage lays it out.

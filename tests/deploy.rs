@@ -769,8 +769,9 @@ fn image_builds_static_and_runs() {
     );
     eprintln!("{out}");
     assert!(out.contains("static-pie linked") || out.contains("statically linked"));
-    // The functions in scripts/link-order.txt are still in the code, and the linker laid
-    // them out together: unordered, they spread over nearly all of it.
+    // The functions in scripts/link-order.txt are still in the code, and lld laid them
+    // out together: unordered, they spread over nearly all of it. (rustc links with lld
+    // on x86_64 Linux; elsewhere the binary is linked as it comes.)
     let layout = out
         .lines()
         .find_map(|l| l.strip_prefix("build-image: layout: "))
@@ -783,7 +784,10 @@ fn image_builds_static_and_runs() {
         panic!("layout: {layout}")
     };
     assert!(listed >= 500 && found * 10 >= listed * 9, "{layout}");
-    assert!(span_kb * 2 < code_kb, "{layout}");
+    if !layout.ends_with("not linked by lld, so not ordered") {
+        assert!(layout.ends_with("linked by lld"), "{layout}");
+        assert!(span_kb * 2 < code_kb, "{layout}");
+    }
 
     // Unpack the OCI archive: index -> manifest -> config and the single layer.
     let dir = scratch("image");
