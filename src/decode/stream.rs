@@ -663,8 +663,7 @@ impl Decoder<'_> {
     /// The range of `loc_frames` holding location `idx`'s frames.
     #[inline]
     pub fn loc_span(&self, idx: u32) -> (u32, u32) {
-        let i = idx as usize;
-        (self.loc_starts[i], self.loc_starts[i + 1])
+        loc_span(&self.loc_starts, idx)
     }
 
     /// The function indices of a stack given as location indices, leaf first, inlined
@@ -778,8 +777,7 @@ impl<'a> Stacks<'_, 'a> {
                     total_frames += 1;
                     frames.push(one);
                 } else {
-                    let i = idx as usize;
-                    let (a, b) = (self.loc_starts[i], self.loc_starts[i + 1]);
+                    let (a, b) = loc_span(self.loc_starts, idx);
                     total_frames += u64::from(b - a);
                     // A handful of frames: a loop beats a call to memcpy.
                     for &f in &self.loc_frames[a as usize..b as usize] {
@@ -822,6 +820,14 @@ impl<'a> Stacks<'_, 'a> {
 
 /// In [`Decoder::loc_one`]: the location has no frame or more than one.
 const MANY: u32 = u32::MAX;
+
+/// The range of the frames table holding location `idx`'s frames, by the table's
+/// `starts` (see [`Decoder::loc_starts`]).
+#[inline]
+fn loc_span(starts: &[u32], idx: u32) -> (u32, u32) {
+    let i = idx as usize;
+    (starts[i], starts[i + 1])
+}
 
 fn string_at<'s>(strings: &[&'s str], idx: i64, what: &str) -> Result<&'s str, DecodeError> {
     Ok(strings[string_index(strings.len(), idx, what)?])
