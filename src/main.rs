@@ -45,29 +45,26 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Inspect(args)) => match inspect::report(&args) {
-            Ok(report) => {
+        Some(Command::Inspect(args)) => {
+            let shown = inspect::report(&args, |report| {
                 let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
-                let written = inspect::render_to(&mut out, &report, args.format, args.top)
-                    .and_then(|()| std::io::Write::flush(&mut out));
-                // The process ends here: freeing a name per function one by one would
-                // only delay the exit.
-                std::mem::forget(report);
-                match written {
-                    Ok(()) => ExitCode::SUCCESS,
-                    // A reader that went away (`| head`) is not a failure.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("pprof-exporter inspect: writing the report: {e}");
-                        ExitCode::FAILURE
-                    }
+                inspect::render_to(&mut out, report, args.format, args.top)
+                    .and_then(|()| std::io::Write::flush(&mut out))
+            });
+            match shown {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                // A reader that went away (`| head`) is not a failure.
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("pprof-exporter inspect: writing the report: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("pprof-exporter inspect: {e}");
+                    ExitCode::FAILURE
                 }
             }
-            Err(e) => {
-                eprintln!("pprof-exporter inspect: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         None => run_daemon(cli.daemon),
     }
 }

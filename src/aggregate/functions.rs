@@ -173,14 +173,14 @@ impl FunctionAccumulator {
     /// For the sample type at position `j` of `types` only: its total, the
     /// (name, flat, cum) of every function present for it whose |cum| is at least
     /// `min_cum`, and how many present functions were left out for being below it.
-    /// `names` are the profile's function names, by index; only those kept are turned
-    /// into `String`s.
-    pub fn into_one_type<N: Into<String>>(
+    /// `names` are the profile's function names, by index, and come back as they are:
+    /// borrowed names stay borrowed.
+    pub fn into_one_type<N>(
         self,
         names: impl IntoIterator<Item = N>,
         j: usize,
         min_cum: u64,
-    ) -> (i64, Vec<(String, i64, i64)>, usize) {
+    ) -> (i64, Vec<(N, i64, i64)>, usize) {
         let k = self.types.len();
         let total = self.totals.get(j).copied().unwrap_or(0);
         if j >= k {
@@ -198,7 +198,7 @@ impl FunctionAccumulator {
                 .into_iter()
                 .zip(self.cells.iter().skip(j).step_by(k))
                 .filter(|(_, c)| c.present && kept(c))
-                .map(|(name, c)| (name.into(), c.flat, c.cum)),
+                .map(|(name, c)| (name, c.flat, c.cum)),
         );
         (total, rows, dropped)
     }
