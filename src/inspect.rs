@@ -982,7 +982,7 @@ mod tests {
     }
 
     /// Rows with many equal numbers, negative ones (as `--base` gives), and names that
-    /// are prefixes of others, in a scrambled order.
+    /// are prefixes of others, the numbers in no order.
     fn scrambled_rows(n: usize) -> Vec<FunctionEntry<'static>> {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
@@ -1015,6 +1015,12 @@ mod tests {
             // Names must be unique for the order to be total.
             rows.sort_by(|a, b| a.function.cmp(&b.function));
             rows.dedup_by(|a, b| a.function == b.function);
+            if n > 3 * TWO_CORE_SORT_ROWS {
+                assert!(
+                    rows.len() > TWO_CORE_SORT_ROWS,
+                    "the two-core path is taken"
+                );
+            }
             let mut expected: Vec<_> = rows
                 .iter()
                 .map(|r| {
