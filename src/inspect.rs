@@ -984,16 +984,10 @@ mod tests {
     /// Rows with many equal numbers, negative ones (as `--base` gives), and names that
     /// are prefixes of others, the numbers in no order.
     fn scrambled_rows(n: usize) -> Vec<FunctionEntry<'static>> {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::synth::Rng::new(7);
         (0..n)
             .map(|i| {
-                let r = next();
+                let r = rng.next_u64();
                 let name = match r % 3 {
                     0 => format!("pkg.f{i}"),
                     1 => format!("example.com/svc/pkg{}.(*Server{i}).Handle", r % 7),
