@@ -283,47 +283,38 @@ fn aggregate<'r>(
     let limits = DecodeLimits {
         max_frames: u64::MAX,
     };
-    let (sample_type, flat_sum, min_cum, (total, rows, dropped), early) = {
-        let early = |e: &EarlyStacks<'_>| {
-            let index = match e.sample_type_count() {
-                1 => 0,
-                n if !e.declares_default() => n.checked_sub(1)?,
-                _ => return None,
-            };
-            let mut acc = FunctionAccumulator::new(e.function_count(), &[index]);
-            let read = e.take(limits, |s| acc.add(s.values, s.frames.iter().copied()));
-            read.then_some((index, acc))
+    let early = |e: &EarlyStacks<'_>| {
+        let index = match e.sample_type_count() {
+            1 => 0,
+            n if !e.declares_default() => n.checked_sub(1)?,
+            _ => return None,
         };
-        let finished = walk.finish_with(raw, &TwoCores, default_type.then_some(&early));
-        let (d, read_early) = stream::wire_error_first(raw, finished).map_err(err)?;
-        let index = match pick(&d) {
-            Ok(i) => i,
-            Err(e) => {
-                // A broken profile is reported as such even when the type is wrong too.
-                stream::wire_error_first(raw, d.samples(limits, |_| {})).map_err(err)?;
-                return Err(e);
-            }
-        };
-        let early_acc = read_early.and_then(|read| merged(read, index));
-        let early = early_acc.is_some();
-        let (done, acc) = match early_acc {
-            Some(acc) => (Ok(()), acc),
-            None => by_function_in_parallel(&d, index, limits),
-        };
-        stream::wire_error_first(raw, done).map_err(err)?;
-        let flat_sum = acc.flat_sum(0);
-        let min_cum = node_cutoff(flat_sum, fraction);
-        let kept = acc.into_one_type(d.functions, 0, min_cum);
-        (
-            d.sample_types[index].clone(),
-            flat_sum,
-            min_cum,
-            kept,
-            early,
-        )
+        let mut acc = FunctionAccumulator::new(e.function_count(), &[index]);
+        let read = e.take(limits, |s| acc.add(s.values, s.frames.iter().copied()));
+        read.then_some((index, acc))
     };
+    let finished = walk.finish_with(raw, &TwoCores, default_type.then_some(&early));
+    let (d, read_early) = stream::wire_error_first(raw, finished).map_err(err)?;
+    let index = match pick(&d) {
+        Ok(i) => i,
+        Err(e) => {
+            // A broken profile is reported as such even when the type is wrong too.
+            stream::wire_error_first(raw, d.samples(limits, |_| {})).map_err(err)?;
+            return Err(e);
+        }
+    };
+    let early_acc = read_early.and_then(|read| merged(read, index));
+    let early = early_acc.is_some();
+    let (done, acc) = match early_acc {
+        Some(acc) => (Ok(()), acc),
+        None => by_function_in_parallel(&d, index, limits),
+    };
+    stream::wire_error_first(raw, done).map_err(err)?;
+    let flat_sum = acc.flat_sum(0);
+    let min_cum = node_cutoff(flat_sum, fraction);
+    let (total, rows, dropped) = acc.into_one_type(d.functions, 0, min_cum);
     Ok(Aggregated {
-        sample_type,
+        sample_type: d.sample_types[index].clone(),
         total,
         flat_sum,
         min_cum,
