@@ -97,11 +97,13 @@ pub struct DaemonArgs {
     /// Largest share of the target's time this exporter may take, per profile: a
     /// profile that took d to fetch is fetched again no sooner than d / budget later
     /// (at most ten intervals later), however short --scrape.interval is. At the
-    /// default 0.005, a goroutine profile that takes 50 ms to serve is fetched at most
-    /// every 10 s. A p99 counts the slowest 1 % of requests; a profile that holds the
-    /// target for that share of its time lands in it. 0 turns the guard off.
+    /// default 0.0025, a goroutine profile that takes 50 ms to serve is fetched at most
+    /// every 20 s. A p99 counts the slowest 1 % of requests; a profile delays the
+    /// requests that arrive while it is served and those queued behind it, and its
+    /// garbage brings the target's next collection forward, so it must hold the target
+    /// for well under that share of its time. 0 turns the guard off.
     #[arg(long = "scrape.target-budget", env = "PPROF_EXPORTER_SCRAPE_TARGET_BUDGET",
-          default_value = "0.005", value_parser = parse_budget)]
+          default_value = "0.0025", value_parser = parse_budget)]
     pub target_budget: f64,
 
     /// Time limit for one profile fetch, body included.
@@ -649,7 +651,7 @@ mod tests {
             assert!(parse_budget(bad).is_err(), "{bad:?} accepted");
         }
         let cli = Cli::try_parse_from(["pprof-exporter"]).unwrap();
-        assert_eq!(cli.daemon.target_budget, 0.005);
+        assert_eq!(cli.daemon.target_budget, 0.0025);
     }
 
     #[test]
