@@ -98,10 +98,11 @@ pub struct DaemonArgs {
     /// profile that took d to fetch is fetched again no sooner than d / budget later
     /// (at most ten intervals later), however short --scrape.interval is. At the
     /// default 0.0025, a goroutine profile that takes 50 ms to serve is fetched every
-    /// 20 s at intervals of 2-20 s (every 10 s at 1s, the cap). A p99 counts the slowest 1 % of requests; a profile delays the
-    /// requests that arrive while it is served and those queued behind it, and its
-    /// garbage brings the target's next collection forward, so it must hold the target
-    /// for well under that share of its time. 0 turns the guard off.
+    /// 20 s at intervals of 2-20 s (every 10 s at 1s, the cap). A p99 counts the
+    /// slowest 1 % of requests; a profile delays the requests that arrive while it is
+    /// served and those queued behind it, and its garbage brings the target's next
+    /// collection forward, so it must hold the target for well under that share of
+    /// its time. 0 turns the guard off.
     #[arg(long = "scrape.target-budget", env = "PPROF_EXPORTER_SCRAPE_TARGET_BUDGET",
           default_value = "0.0025", value_parser = parse_budget)]
     pub target_budget: f64,
