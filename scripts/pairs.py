@@ -40,11 +40,18 @@ def main() -> int:
     if len(sys.argv) != 3:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
         return 2
-    folder, rounds = sys.argv[1], int(sys.argv[2])
-    blocks = {
-        side: [read_block(f"{folder}/{side}.{i}.txt") for i in range(1, rounds + 1)]
-        for side in "AB"
-    }
+    folder, rounds = sys.argv[1], int(sys.argv[2]) if sys.argv[2].isdigit() else 0
+    if rounds < 1:
+        print("pairs.py: ROUNDS must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        blocks = {
+            side: [read_block(f"{folder}/{side}.{i}.txt") for i in range(1, rounds + 1)]
+            for side in "AB"
+        }
+    except (OSError, ValueError) as e:
+        print(f"pairs.py: {e}", file=sys.stderr)
+        return 1
     if any(not b for side in blocks.values() for b in side):
         print("pairs.py: an empty block", file=sys.stderr)
         return 1
