@@ -2,20 +2,12 @@
 //! (p99s of paired latency blocks and the bootstrap interval of their ratio) and
 //! `timed.py` (median wall time and peak RSS of a command).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A fresh scratch directory under `target/bench-tools-test/`.
-fn scratch(name: &str) -> PathBuf {
-    let dir = root().join("target/bench-tools-test").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{root, scratch};
 
 fn python(script: &str, args: &[&str]) -> Output {
     Command::new("python3")

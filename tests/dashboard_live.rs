@@ -26,7 +26,7 @@ use dashboard::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -62,15 +62,6 @@ const POD_LABELS: [(&str, &str); 3] = [
 /// `for` durations are minutes), and alerts that must stay silent.
 const MUST_BE_ACTIVE: [&str; 2] = ["PprofGoroutinesLeaked", "PprofGoroutineStackGrowing"];
 const MUST_BE_INACTIVE: [&str; 2] = ["PprofTargetDown", "PprofProfileScrapeFailing"];
-
-/// A fresh scratch directory for this test.
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("live-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A Prometheus server on a loopback port, with its own storage, killed on drop.
 struct Prometheus {

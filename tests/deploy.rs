@@ -54,14 +54,6 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
-/// A fresh scratch directory under `target/deploy-test/`.
-fn scratch(name: &str) -> PathBuf {
-    let dir = root().join("target/deploy-test").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Every document of a YAML file, as JSON values (empty documents left out).
 fn yaml_docs(rel: &str) -> Option<Vec<Value>> {
     let python = tools_bin("python")?;

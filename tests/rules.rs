@@ -221,15 +221,6 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rules-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Writes `queries` as recording rules `dashboard:query_<index>` in a group named
 /// `dashboard`, to `dir/dashboard-queries.yml`, and returns the path.
 fn write_queries_as_rules(dir: &Path, queries: &[(String, String)]) -> PathBuf {

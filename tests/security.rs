@@ -29,17 +29,8 @@ struct Pki {
     client_key: PathBuf,
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = root()
-        .join("target/test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn pki(name: &str) -> Pki {
-    let dir = scratch_dir(name);
+    let dir = scratch(name);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -254,7 +245,7 @@ fn own_endpoints_need_tls_a_client_certificate_and_basic_auth() {
 
 #[test]
 fn bad_web_and_target_configs_exit_with_one_clear_line() {
-    let dir = scratch_dir("bad-configs");
+    let dir = scratch("bad-configs");
     let cases: Vec<(&str, String, &str)> = vec![
         ("--web.config.file", "basic_auth_users:\n  a: notahash\n".into(), "not a bcrypt hash"),
         ("--web.config.file", "tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: /nonexistent.key\n".into(), "/nonexistent.crt"),

@@ -291,6 +291,18 @@ impl Exporter {
     }
 }
 
+/// A fresh, empty directory for one test, under Cargo's scratch directory for
+/// integration tests; the process id and a count keep every call's apart.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Seconds since the Unix epoch, as Prometheus timestamps count them.
 pub fn now_unix() -> f64 {
     std::time::SystemTime::now()
