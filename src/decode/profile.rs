@@ -590,15 +590,36 @@ pub(crate) mod tests {
     /// The single-pass decoder and the message-based one agree: same profile, or the
     /// same kind of error (and the same message for reference errors).
     /// [`stream::open`] on `bytes` received `piece` bytes at a time, each prefix
-    /// walked as it grows.
-    fn walked_in_pieces(bytes: &[u8], piece: usize) -> Result<stream::Decoder<'_>, DecodeError> {
+    /// walked as it grows, and `ahead` more samples read ahead after each piece.
+    fn walked_in_pieces(
+        bytes: &[u8],
+        piece: usize,
+        ahead: usize,
+    ) -> Result<stream::Decoder<'_>, DecodeError> {
         let mut walk = stream::Walk::default();
         let mut end = 0;
         while end < bytes.len() {
             end = (end + piece).min(bytes.len());
             walk.advance(&bytes[..end]);
+            walk.read_samples_ahead(&bytes[..end], ahead);
         }
         walk.finish(bytes, &stream::InTurn)
+    }
+
+    /// Every sample a decoder hands out, as text, or the error of the walk.
+    fn samples_of(
+        d: &Result<stream::Decoder<'_>, DecodeError>,
+        limits: DecodeLimits,
+    ) -> Result<Vec<String>, DecodeError> {
+        let d = d.as_ref().map_err(Clone::clone)?;
+        let mut out = Vec::new();
+        d.samples(limits, |s| {
+            out.push(format!(
+                "{} {:?} {:?} {:?} {:?}",
+                s.index, s.values, s.locations, s.frames, s.labels
+            ))
+        })?;
+        Ok(out)
     }
 
     #[test]
@@ -606,13 +627,13 @@ pub(crate) mod tests {
         for base in corpus() {
             let want = stream::open(&base).map(stream::Decoder::into_tables);
             assert!(want.is_ok());
-            let got = walked_in_pieces(&base, 1).map(stream::Decoder::into_tables);
+            let got = walked_in_pieces(&base, 1, 0).map(stream::Decoder::into_tables);
             assert_eq!(got, want);
             // Cut short, the walk reports what a walk of the short bytes in one go does.
             let short = &base[..base.len() - 3];
             let want = stream::open(short).map(|_| ());
             assert!(want.is_err());
-            assert_eq!(walked_in_pieces(short, 1).map(|_| ()), want);
+            assert_eq!(walked_in_pieces(short, 1, 0).map(|_| ()), want);
         }
     }
 
@@ -626,12 +647,16 @@ pub(crate) mod tests {
             tables(stream::open_with(bytes, &stream::Reversed)),
             "{bytes:02x?}"
         );
-        // And when the top level is walked as the bytes arrive, about 40 pieces.
-        assert_eq!(
-            whole,
-            tables(walked_in_pieces(bytes, 1 + bytes.len() / 40)),
-            "{bytes:02x?}"
-        );
+        // And when the top level is walked as the bytes arrive, about 40 pieces, with
+        // samples read ahead or not: the samples come out the same too, or the same error.
+        let piece = 1 + bytes.len() / 40;
+        let opened = stream::open(bytes);
+        let want = samples_of(&opened, limits);
+        for ahead in [0, 1, usize::MAX] {
+            let walked = walked_in_pieces(bytes, piece, ahead);
+            assert_eq!(samples_of(&walked, limits), want, "{ahead}: {bytes:02x?}");
+            assert_eq!(whole, tables(walked), "{bytes:02x?}");
+        }
         let fast = decode_profile(bytes, limits);
         let reference = decode_profile_prost(bytes, limits);
         match (&fast, &reference) {
