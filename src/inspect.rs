@@ -156,8 +156,9 @@ const AHEAD_STEP: usize = 128;
 
 /// Inflates the gzip stream `input` (see [`decode::inflate`]) on a helper core while
 /// this thread gathers the output and walks the top level of what it has so far, so
-/// that little of the walk is left when the inflater ends. Returns `input` with the
-/// result. Where the process may use only one core, inflates, then walks.
+/// that little of the walk is left when the inflater ends; while it waits for the next
+/// piece, it reads samples ahead ([`Walk::read_samples_ahead`]). Returns `input` with
+/// the result. Where the process may use only one core, inflates, then walks.
 fn inflate_and_walk<R: BufRead + Send>(
     mut input: R,
     limit: u64,
