@@ -428,6 +428,7 @@ impl SamplesAhead {
 
     /// Parses one sample and keeps it, if it is one that may be read ahead.
     fn push(&mut self, m: &[u8]) -> bool {
+        let held = self.held();
         let raw = &mut self.raw;
         if sample(m, raw).is_err() {
             return false;
@@ -436,16 +437,7 @@ impl SamplesAhead {
             self.n_values = raw.values.len();
         }
         let fits = raw.location_ids.iter().all(|&id| id <= u64::from(u16::MAX));
-        let size = |ids: usize, values: usize, labels: usize, samples: usize| {
-            ids * 2 + values * 8 + labels * 16 + samples * 8
-        };
-        let held = size(
-            self.ids.len(),
-            self.values.len(),
-            self.labels.len(),
-            self.count,
-        );
-        let more = size(
+        let more = Self::size(
             raw.location_ids.len(),
             raw.values.len(),
             raw.labels.len(),
@@ -463,6 +455,22 @@ impl SamplesAhead {
         self.label_ends.push(self.labels.len() as u32);
         self.count += 1;
         true
+    }
+
+    /// Bytes that `ids` location ids, `values` values, `labels` labels and the ends of
+    /// `samples` samples take here.
+    fn size(ids: usize, values: usize, labels: usize, samples: usize) -> usize {
+        ids * 2 + values * 8 + labels * 16 + samples * 8
+    }
+
+    /// Bytes the samples read so far take, counted as [`AHEAD_MAX_BYTES`] counts them.
+    fn held(&self) -> usize {
+        Self::size(
+            self.ids.len(),
+            self.values.len(),
+            self.labels.len(),
+            self.count,
+        )
     }
 
     /// The values, location ids and string labels of sample `i`, which must be below
@@ -2078,7 +2086,7 @@ mod tests {
         walk.advance(&bytes);
         let read = walk.read_samples_ahead(&bytes, usize::MAX);
         let a = &walk.ahead;
-        let held = a.ids.len() * 2 + a.values.len() * 8 + a.labels.len() * 16 + a.count * 8;
+        let held = a.held();
         assert!(a.stopped && read == a.count, "{read}");
         assert!(read > 30_000 && read < 50_000, "{read}");
         assert!(
