@@ -24,8 +24,6 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -50,7 +48,8 @@ pub struct Hub {
 }
 
 /// gzip-compresses an exposition at the fastest level: text of this kind shrinks about
-/// tenfold even so, and it is done once per refresh, not per request.
+/// tenfold even so, and it is done once per refresh, not per request. Empty only if
+/// compressing failed, which it does not in memory.
 fn gzip(data: &[u8]) -> Bytes {
     use std::io::Write as _;
     let mut enc = flate2::write::GzEncoder::new(
@@ -136,10 +135,8 @@ impl Hub {
             .map(|p| p.self_families())
             .unwrap_or_default();
         let encoded = encode_snapshots(true, &extra, self.targets.iter().map(|t| lock(t)));
-        if !encoded.is_empty() {
-            let compressed = gzip(&encoded);
-            *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = (encoded, compressed);
-        }
+        let compressed = gzip(&encoded);
+        *self.encoded.write().unwrap_or_else(|p| p.into_inner()) = (encoded, compressed);
     }
 
     /// Encodes on the blocking pool whenever a refresh was asked for, at most once per
@@ -218,16 +215,16 @@ impl Hub {
 
 /// Encodes target snapshots (their self-metrics and profile families), and with
 /// `build_info` the exporter's build info, plus `extra` families without a target
-/// label, in the text format. Empty only if encoding
-/// failed, which is logged.
+/// label, in the text format. Families of one name are merged across targets, in the
+/// order their names were first seen.
 pub fn encode_snapshots<S: std::ops::Deref<Target = TargetSnapshot>>(
     build_info: bool,
     extra: &[Family],
     snapshots: impl IntoIterator<Item = S>,
 ) -> Bytes {
-    let mut families = Families::default();
+    let mut e = Exposition::default();
     if build_info {
-        families.push_family(
+        e.push_family(
             None,
             &Family {
                 name: "pprof_exporter_build_info",
@@ -241,41 +238,31 @@ pub fn encode_snapshots<S: std::ops::Deref<Target = TargetSnapshot>>(
         );
     }
     for f in extra {
-        families.push_family(None, f);
+        e.push_family(None, f);
     }
     for snap in snapshots {
         let snap = &*snap;
         for f in self_families(snap) {
-            families.push_family(Some(&snap.label), &f);
+            e.push_family(Some(&snap.label), &f);
         }
         for (_, fams, _) in snap.profiles.values() {
             for f in fams {
-                families.push_family(Some(&snap.label), f);
+                e.push_family(Some(&snap.label), f);
             }
         }
     }
-    let mut buf = Vec::with_capacity(families.estimate);
-    // Encoding into a Vec cannot fail for well-formed families; if it ever did, the
-    // caller keeps serving the previous exposition rather than a partial one.
-    match TextEncoder::new().encode(&families.list, &mut buf) {
-        Ok(()) => Bytes::from(buf),
-        Err(e) => {
-            tracing::error!(error = %e, "encoding metrics failed");
-            Bytes::new()
-        }
-    }
+    Bytes::from(e.finish())
 }
 
 /// Encodes families for one target in the text format, as `/metrics` would show them
 /// (used by golden tests and `inspect`-style tooling).
 pub fn encode(target: &str, families: &[Family]) -> String {
-    let mut merged = Families::default();
+    let mut e = Exposition::default();
     for f in families {
-        merged.push_family(Some(target), f);
+        e.push_family(Some(target), f);
     }
-    let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&merged.list, &mut buf);
-    String::from_utf8(buf).unwrap_or_default()
+    // Every piece written is a `str`.
+    String::from_utf8(e.finish()).unwrap_or_default()
 }
 
 fn escape(s: &str) -> String {
@@ -285,70 +272,127 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Families merged by name across targets, in first-seen order.
+/// The text exposition under construction, written straight from the families: one
+/// buffer of sample lines per family name, in first-seen order, joined under their
+/// `# HELP` and `# TYPE` lines at the end. A refresh of 2,000 series allocates a few
+/// dozen growing buffers, not an object per series and label.
 #[derive(Default)]
-struct Families {
-    list: Vec<MetricFamily>,
+struct Exposition {
+    groups: Vec<Group>,
     index: HashMap<&'static str, usize>,
-    estimate: usize,
 }
 
-impl Families {
+struct Group {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    lines: Vec<u8>,
+}
+
+impl Exposition {
+    /// Writes the series of `f`, each with a `target` label first when one is given.
     fn push_family(&mut self, target: Option<&str>, f: &Family) {
-        // The text encoder refuses a family without series, and an empty family says
-        // nothing anyway (e.g. no last-success timestamp before the first success).
+        // An empty family says nothing (e.g. no last-success timestamp before the
+        // first success), and the format has no way to show one.
         if f.series.is_empty() {
             return;
         }
         let i = *self.index.entry(f.name).or_insert_with(|| {
-            let mut mf = MetricFamily::default();
-            mf.set_name(f.name.to_owned());
-            mf.set_help(f.help.to_owned());
-            mf.set_field_type(match f.kind {
-                Kind::Gauge => MetricType::GAUGE,
-                Kind::Counter => MetricType::COUNTER,
+            self.groups.push(Group {
+                name: f.name,
+                help: f.help,
+                kind: f.kind,
+                lines: Vec::new(),
             });
-            self.list.push(mf);
-            self.list.len() - 1
+            self.groups.len() - 1
         });
-        let metrics = self.list[i].mut_metric();
+        let out = &mut self.groups[i].lines;
         for s in &f.series {
-            let mut labels = Vec::with_capacity(s.labels.len() + 1);
+            out.extend_from_slice(f.name.as_bytes());
+            let mut sep = b'{';
             if let Some(t) = target {
-                labels.push(label_pair("target", t));
+                label(out, sep, "target", t);
+                sep = b',';
             }
             for (k, v) in &s.labels {
-                labels.push(label_pair(k, v));
+                label(out, sep, k, v);
+                sep = b',';
             }
-            let mut m = proto::Metric::from_label(labels);
-            match f.kind {
-                Kind::Gauge => {
-                    let mut g = proto::Gauge::default();
-                    g.set_value(s.value);
-                    m.set_gauge(g);
-                }
-                Kind::Counter => {
-                    let mut c = proto::Counter::default();
-                    c.set_value(s.value);
-                    m.set_counter(c);
-                }
+            if sep == b',' {
+                out.push(b'}');
             }
-            self.estimate += 64
-                + f.name.len()
-                + s.labels
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 4)
-                    .sum::<usize>();
-            metrics.push(m);
+            out.push(b' ');
+            value(out, s.value);
+            out.push(b'\n');
         }
+    }
+
+    /// The exposition of every family pushed.
+    fn finish(self) -> Vec<u8> {
+        let size: usize = (self.groups.iter())
+            .map(|g| 2 * g.name.len() + 2 * g.help.len() + g.lines.len() + 32)
+            .sum();
+        let mut out = Vec::with_capacity(size);
+        for g in self.groups {
+            if !g.help.is_empty() {
+                out.extend_from_slice(b"# HELP ");
+                out.extend_from_slice(g.name.as_bytes());
+                out.push(b' ');
+                escaped(&mut out, g.help, false);
+                out.push(b'\n');
+            }
+            out.extend_from_slice(b"# TYPE ");
+            out.extend_from_slice(g.name.as_bytes());
+            out.extend_from_slice(match g.kind {
+                Kind::Gauge => b" gauge\n",
+                Kind::Counter => b" counter\n",
+            });
+            out.extend_from_slice(&g.lines);
+        }
+        out
     }
 }
 
-fn label_pair(name: &str, value: &str) -> proto::LabelPair {
-    let mut l = proto::LabelPair::default();
-    l.set_name(name.to_owned());
-    l.set_value(value.to_owned());
-    l
+/// `sep` (`{` or `,`), then `name="value"` with the value escaped.
+fn label(out: &mut Vec<u8>, sep: u8, name: &str, value: &str) {
+    out.push(sep);
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    escaped(out, value, true);
+    out.push(b'"');
+}
+
+/// `text` with backslash and newline escaped (and the double quote, in a label value),
+/// as the text format asks.
+fn escaped(out: &mut Vec<u8>, text: &str, quote: bool) {
+    let mut rest = text.as_bytes();
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(match rest[i] {
+            b'\n' => b"\\n",
+            b'\\' => b"\\\\",
+            _ => b"\\\"",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
+}
+
+/// A sample value as the text format writes it: the shortest decimal that reads back
+/// as the same float, `NaN`, `+Inf` or `-Inf`.
+fn value(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write as _;
+    // Counts and byte sizes are whole numbers, which print as integers alike.
+    if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        let _ = write!(out, "{}", v as i64);
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
 }
 
 /// The exporter's own metrics about one target.
@@ -508,8 +552,10 @@ async fn route<B>(ctx: &WebContext, req: &Request<B>) -> Response<Full<Bytes>> {
                 .get(ACCEPT_ENCODING)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(accepts_gzip);
-            if gzip_ok {
-                let mut resp = response(StatusCode::OK, TEXT_FORMAT, ctx.hub.metrics_gzip());
+            let compressed = ctx.hub.metrics_gzip();
+            // Empty only if compressing failed: the plain text then serves.
+            if gzip_ok && !compressed.is_empty() {
+                let mut resp = response(StatusCode::OK, TEXT_FORMAT, compressed);
                 resp.headers_mut()
                     .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 resp.headers_mut()
@@ -636,6 +682,149 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same families through `prometheus`'s own text encoder: per series objects,
+    /// merged by name in first-seen order, a `target` label first.
+    fn crate_encoded(targets: &[(Option<&str>, &[Family])]) -> String {
+        use prometheus::Encoder as _;
+        use prometheus::proto::{self, MetricFamily, MetricType};
+        let pair = |k: &str, v: &str| {
+            let mut l = proto::LabelPair::default();
+            l.set_name(k.to_owned());
+            l.set_value(v.to_owned());
+            l
+        };
+        let mut list: Vec<MetricFamily> = Vec::new();
+        let mut index = HashMap::new();
+        for (target, families) in targets {
+            for f in families.iter().filter(|f| !f.series.is_empty()) {
+                let i = *index.entry(f.name).or_insert_with(|| {
+                    let mut mf = MetricFamily::default();
+                    mf.set_name(f.name.to_owned());
+                    mf.set_help(f.help.to_owned());
+                    mf.set_field_type(match f.kind {
+                        Kind::Gauge => MetricType::GAUGE,
+                        Kind::Counter => MetricType::COUNTER,
+                    });
+                    list.push(mf);
+                    list.len() - 1
+                });
+                for s in &f.series {
+                    let mut labels: Vec<_> = target.iter().map(|t| pair("target", t)).collect();
+                    labels.extend(s.labels.iter().map(|(k, v)| pair(k, v)));
+                    let mut m = proto::Metric::from_label(labels);
+                    if f.kind == Kind::Gauge {
+                        let mut g = proto::Gauge::default();
+                        g.set_value(s.value);
+                        m.set_gauge(g);
+                    } else {
+                        let mut c = proto::Counter::default();
+                        c.set_value(s.value);
+                        m.set_counter(c);
+                    }
+                    list[i].mut_metric().push(m);
+                }
+            }
+        }
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&list, &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn the_exposition_is_what_the_prometheus_crate_writes() {
+        // Label values and help with every character the format escapes, values of
+        // every shape but the infinities (which the crate writes as `inf`).
+        const NAMES: [&str; 4] = ["pprof_a", "pprof_b_bytes", "pprof_c_total", "pprof_d"];
+        const HELPS: [&str; 4] = ["", "plain help", "back\\slash and\nnewline", "a \"quote\""];
+        let texts = [
+            "",
+            "main.main",
+            "a\"b",
+            "c\\d",
+            "e\nf",
+            "\\\"\n",
+            "ünï",
+            "x y{z}=,",
+        ];
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -7.0,
+            2.5,
+            1e15,
+            1e16,
+            1e21,
+            1e-7,
+            123456789.125,
+            f64::NAN,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            9007199254740993.0,
+            -1e300,
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..200 {
+            let mut targets: Vec<(Option<String>, Vec<Family>)> = Vec::new();
+            for t in 0..1 + next(3) {
+                let label = (t > 0 || round % 2 == 0).then(|| texts[next(texts.len())].to_owned());
+                let mut families = Vec::new();
+                for _ in 0..next(6) {
+                    let n = next(NAMES.len());
+                    let mut f = Family::new(
+                        NAMES[n],
+                        if n % 2 == 0 {
+                            Kind::Gauge
+                        } else {
+                            Kind::Counter
+                        },
+                        HELPS[n],
+                    );
+                    for _ in 0..next(4) {
+                        let labels = (0..next(3))
+                            .map(|i| {
+                                (
+                                    ["fn", "stack_id", "le"][i],
+                                    texts[next(texts.len())].to_owned(),
+                                )
+                            })
+                            .collect();
+                        f.push(labels, values[next(values.len())]);
+                    }
+                    families.push(f);
+                }
+                targets.push((label, families));
+            }
+            let view: Vec<(Option<&str>, &[Family])> = targets
+                .iter()
+                .map(|(t, f)| (t.as_deref(), &f[..]))
+                .collect();
+            let mut ours = Exposition::default();
+            for (t, families) in &view {
+                for f in families.iter() {
+                    ours.push_family(*t, f);
+                }
+            }
+            let text = String::from_utf8(ours.finish()).unwrap();
+            assert_eq!(text, crate_encoded(&view), "round {round}");
+        }
+        let mut inf = Family::new("pprof_a", Kind::Gauge, "");
+        inf.push(vec![], f64::INFINITY);
+        inf.push(vec![], f64::NEG_INFINITY);
+        assert_eq!(
+            encode("t", &[inf]),
+            "# TYPE pprof_a gauge\npprof_a{target=\"t\"} +Inf\npprof_a{target=\"t\"} -Inf\n"
+        );
+    }
 
     #[test]
     fn gzip_negotiation() {
