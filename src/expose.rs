@@ -381,8 +381,8 @@ fn escaped(out: &mut Vec<u8>, text: &str, quote: bool) {
     out.extend_from_slice(rest);
 }
 
-/// A sample value as the text format writes it: the shortest decimal that reads back
-/// as the same float, `NaN`, `+Inf` or `-Inf`.
+/// A sample value as the text format takes it: plain decimal notation with the fewest
+/// digits that read back as the same float, or `NaN`, `+Inf`, `-Inf`.
 fn value(out: &mut Vec<u8>, v: f64) {
     use std::io::Write as _;
     // Counts and byte sizes are whole numbers, which print as integers alike.
