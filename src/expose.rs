@@ -766,13 +766,8 @@ mod tests {
             9007199254740993.0,
             -1e300,
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = crate::synth::Rng::new(38);
+        let mut next = |n: usize| rng.below(n);
         for round in 0..200 {
             let mut targets: Vec<(Option<String>, Vec<Family>)> = Vec::new();
             for t in 0..1 + next(3) {

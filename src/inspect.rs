@@ -979,13 +979,10 @@ mod tests {
             (1, 3),
             (508189, 508189),
         ];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = crate::synth::Rng::new(1);
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let total = (x % 1_000_003) as i64 + 1;
-            let v = ((x >> 20) % (total as u64 + 1)) as i64;
+            let total = rng.below(1_000_003) as i64 + 1;
+            let v = rng.below(total as usize + 1) as i64;
             cases.push((v, total));
             cases.push((-v, total));
         }

@@ -41,22 +41,6 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// grows without bound and exceeds this within minutes.
 const RSS_TOLERANCE: (u64, f64) = (1 << 20, 0.10);
 
-/// A small deterministic generator, so a failing run can be repeated with its seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A number from a `/proc/<pid>/status` line, in KiB.
 fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -134,7 +118,8 @@ fn soak_churning_and_restarting_target() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_cafe_f00d_u64);
-    let mut rng = XorShift(seed);
+    // Deterministic, so that a failing run can be repeated with its seed.
+    let mut rng = pprof_exporter::synth::Rng::new(seed);
 
     let Some(mut leaky) = Leaky::start(Go::V127, &["-addr", "127.0.0.1:0"]) else {
         return;
@@ -202,8 +187,10 @@ fn soak_churning_and_restarting_target() {
             );
         }
 
-        let size = 1 + rng.below(MAX_SET);
-        let depths: BTreeSet<u64> = (0..size).map(|_| rng.below(MAX_DEPTH)).collect();
+        let size = 1 + rng.below(MAX_SET as usize) as u64;
+        let depths: BTreeSet<u64> = (0..size)
+            .map(|_| rng.below(MAX_DEPTH as usize) as u64)
+            .collect();
         let changed = now_unix();
         set_churn(&leaky.url, &depths);
         let (m, took) = first_scrape_after(&exp, changed);

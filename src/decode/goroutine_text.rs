@@ -1095,14 +1095,8 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        // xorshift64*: deterministic, no dependency.
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
+        let mut rng = crate::synth::Rng::new(3);
+        let mut next = move || rng.next_u64();
         // Bytes biased towards the dump's own punctuation to reach deep branches.
         let alphabet = b"goroutine 0123456789[](){}:,\"\\\n\t.*xu elided...created by in";
         for round in 0..2000 {
