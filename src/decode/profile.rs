@@ -641,7 +641,9 @@ pub(crate) mod tests {
         // The tables come out the same, errors included, in whichever order they are read.
         let tables =
             |d: Result<stream::Decoder<'_>, DecodeError>| d.map(stream::Decoder::into_tables);
-        let whole = tables(stream::open(bytes));
+        let opened = stream::open(bytes);
+        let want = samples_of(&opened, limits);
+        let whole = tables(opened);
         assert_eq!(
             whole,
             tables(stream::open_with(bytes, &stream::Reversed)),
@@ -650,8 +652,6 @@ pub(crate) mod tests {
         // And when the top level is walked as the bytes arrive, about 40 pieces, with
         // samples read ahead or not: the samples come out the same too, or the same error.
         let piece = 1 + bytes.len() / 40;
-        let opened = stream::open(bytes);
-        let want = samples_of(&opened, limits);
         for ahead in [0, 1, usize::MAX] {
             let walked = walked_in_pieces(bytes, piece, ahead);
             assert_eq!(samples_of(&walked, limits), want, "{ahead}: {bytes:02x?}");

@@ -1940,15 +1940,18 @@ mod tests {
     }
 
     /// (index, values, locations, frames) of every sample a walk hands out.
-    type Walked = Vec<(usize, Vec<i64>, Vec<u32>, Vec<u32>)>;
+    /// (index, values, locations, frames, labels) of every sample a walk hands out.
+    type Walked = Vec<(usize, Vec<i64>, Vec<u32>, Vec<u32>, Vec<(String, String)>)>;
 
     fn record(out: &mut Walked) -> impl FnMut(&SampleRef<'_>) + '_ {
         |s| {
+            let labels = s.labels.iter().map(|&(k, v)| (k.into(), v.into()));
             out.push((
                 s.index,
                 s.values.to_vec(),
                 s.locations.to_vec(),
                 s.frames.to_vec(),
+                labels.collect(),
             ))
         }
     }
@@ -1994,22 +1997,6 @@ mod tests {
         }
     }
 
-    /// (index, values, locations, frames, labels) of every sample a walk hands out.
-    type WithLabels = Vec<(usize, Vec<i64>, Vec<u32>, Vec<u32>, Vec<(String, String)>)>;
-
-    fn with_labels(out: &mut WithLabels) -> impl FnMut(&SampleRef<'_>) + '_ {
-        |s| {
-            let labels = s.labels.iter().map(|&(k, v)| (k.into(), v.into()));
-            out.push((
-                s.index,
-                s.values.to_vec(),
-                s.locations.to_vec(),
-                s.frames.to_vec(),
-                labels.collect(),
-            ))
-        }
-    }
-
     #[test]
     fn samples_read_ahead_are_walked_as_samples_read_from_the_wire() {
         let n = 3 * MARK_EVERY + 17;
@@ -2039,8 +2026,8 @@ mod tests {
         ];
         for (what, bytes, readable) in cases {
             let d = open(&bytes).unwrap();
-            let mut want = WithLabels::new();
-            d.samples(NO_LIMIT, with_labels(&mut want)).unwrap();
+            let mut want = Walked::new();
+            d.samples(NO_LIMIT, record(&mut want)).unwrap();
             assert_eq!(want.len(), n);
             assert!(want.iter().any(|s| !s.4.is_empty()) != what.starts_with("heap"));
             let steps = [
@@ -2059,13 +2046,13 @@ mod tests {
                 assert_eq!(first + second, ahead.min(readable), "{what}: {ahead}");
                 let d = walk.finish(&bytes, &InTurn).unwrap();
                 assert_eq!(d.ahead.count, ahead.min(readable));
-                let mut whole = WithLabels::new();
-                d.samples(NO_LIMIT, with_labels(&mut whole)).unwrap();
+                let mut whole = Walked::new();
+                d.samples(NO_LIMIT, record(&mut whole)).unwrap();
                 assert!(whole == want, "{what}: {ahead} read ahead");
                 for parts in [2, 3, 4] {
-                    let mut joined = WithLabels::new();
+                    let mut joined = Walked::new();
                     for p in &d.sample_parts(parts) {
-                        d.samples_in(p, NO_LIMIT, with_labels(&mut joined)).unwrap();
+                        d.samples_in(p, NO_LIMIT, record(&mut joined)).unwrap();
                     }
                     assert!(joined == want, "{what}: {ahead} read ahead, {parts} parts");
                 }
