@@ -660,14 +660,6 @@ impl PctColumn {
     }
 }
 
-/// Renders a report in the requested format.
-pub fn render(report: &Report, format: Format, top: Option<usize>) -> String {
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = render_to(&mut out, report, format, top);
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// Writes a report in the requested format to `w`, a line at a time, so a table of
 /// any length costs one line of memory.
 pub fn render_to(
