@@ -255,7 +255,7 @@ pub fn encode_snapshots<S: std::ops::Deref<Target = TargetSnapshot>>(
 }
 
 /// Encodes families for one target in the text format, as `/metrics` would show them
-/// (used by golden tests and `inspect`-style tooling).
+/// (used by the golden tests and the encode benchmark).
 pub fn encode(target: &str, families: &[Family]) -> String {
     let mut e = Exposition::default();
     for f in families {

@@ -1939,7 +1939,6 @@ mod tests {
         }
     }
 
-    /// (index, values, locations, frames) of every sample a walk hands out.
     /// (index, values, locations, frames, labels) of every sample a walk hands out.
     type Walked = Vec<(usize, Vec<i64>, Vec<u32>, Vec<u32>, Vec<(String, String)>)>;
 
