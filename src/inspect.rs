@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::mpsc::TryRecvError;
 
 use serde::Serialize;
@@ -104,7 +104,9 @@ fn load(source: &str, args: &InspectArgs) -> Result<(Vec<u8>, Walk), InspectErro
         }
         // Profiles compress about 3-5x.
         let guess = (body.len() as u64).saturating_mul(4);
-        let (_, loaded) = inflate_and_walk(&body[..], limit, guess);
+        let declared = body.last_chunk::<4>().copied();
+        let size = declared_size(declared, body.len() as u64, limit);
+        let (_, loaded) = inflate_and_walk(&body[..], limit, guess, size);
         return loaded.map_err(decode_err);
     }
     let io = |e: std::io::Error| InspectError::Io {
@@ -115,11 +117,12 @@ fn load(source: &str, args: &InspectArgs) -> Result<(Vec<u8>, Walk), InspectErro
         path: source.to_owned(),
         error: format!("larger than --max-bytes ({} bytes)", args.max_bytes),
     };
-    let file = std::fs::File::open(source).map_err(io)?;
+    let mut file = std::fs::File::open(source).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     if size > args.max_bytes {
         return Err(too_big());
     }
+    let declared = gzip_trailer(&mut file, size).map_err(io)?;
     // Inflate straight from the file: the compressed bytes never sit in memory.
     let mut input = BufReader::with_capacity(64 << 10, file.take(args.max_bytes + 1));
     if !decode::is_gzip(input.fill_buf().map_err(io)?) {
@@ -134,13 +137,43 @@ fn load(source: &str, args: &InspectArgs) -> Result<(Vec<u8>, Walk), InspectErro
         return Ok((raw, Walk::default()));
     }
     // Profiles compress 1-5x; reserving is free until pages are written.
-    let (input, loaded) = inflate_and_walk(input, limit, size.saturating_mul(4));
+    let declared = declared_size(declared, size, limit);
+    let (input, loaded) = inflate_and_walk(input, limit, size.saturating_mul(4), declared);
     // A file that grew past the limit while being read ends the stream early.
     if input.get_ref().limit() == 0 {
         return Err(too_big());
     }
     loaded.map_err(decode_err)
 }
+
+/// The last four bytes of `file`, `size` bytes long, which in a gzip file are the
+/// uncompressed size modulo 2^32; the file is left at its start.
+fn gzip_trailer(file: &mut std::fs::File, size: u64) -> std::io::Result<Option<[u8; 4]>> {
+    // A header and a trailer take 18 bytes.
+    if size < 18 {
+        return Ok(None);
+    }
+    let mut trailer = [0; 4];
+    file.seek(SeekFrom::End(-4))?;
+    file.read_exact(&mut trailer)?;
+    file.rewind()?;
+    Ok(Some(trailer))
+}
+
+/// The uncompressed size that a gzip stream of `compressed` bytes ending in `trailer`
+/// declares, if it is one to prepare for: no more than `limit`, and no more than
+/// [`DECLARED_RATIO`] times `compressed`. It is only a hint: a stream of several
+/// members declares the size of its last, and a hostile one anything.
+fn declared_size(trailer: Option<[u8; 4]>, compressed: u64, limit: u64) -> Option<usize> {
+    let size = u64::from(u32::from_le_bytes(trailer?));
+    let plausible = size <= compressed.saturating_mul(DECLARED_RATIO) && size <= limit;
+    plausible.then_some(size as usize)
+}
+
+/// The most, as a multiple of the compressed size, that [`inflate_and_walk`] takes a
+/// gzip trailer's word for. Profiles compress 1-5x; past this, the pages are left for
+/// the profile to fault in as it comes, rather than written ahead on a claim.
+const DECLARED_RATIO: u64 = 8;
 
 /// Bytes per piece that [`inflate_and_walk`]'s inflater hands on. On the bench
 /// profiles, 256 KiB and 512 KiB were equally fast, 32-128 KiB and 1 MiB slower.
@@ -157,14 +190,21 @@ const AHEAD_STEP: usize = 128;
 /// Inflates the gzip stream `input` (see [`decode::inflate`]) on a helper core while
 /// this thread gathers the output and walks the top level of what it has so far, so
 /// that little of the walk is left when the inflater ends; while it waits for the next
-/// piece, it reads samples ahead ([`Walk::read_samples_ahead`]). Returns `input` with
-/// the result. Where the process may use only one core, inflates, then walks.
+/// piece, it first writes zeros over the `declared` size of the profile (see
+/// [`declared_size`]), so that the page faults of a fresh buffer (about 2 µs per
+/// 4 KiB here) are taken while it would wait anyway, then reads samples ahead
+/// ([`Walk::read_samples_ahead`]). Returns `input` with the result. Where the process
+/// may use only one core, inflates, then walks.
 fn inflate_and_walk<R: BufRead + Send>(
     mut input: R,
     limit: u64,
     guess: u64,
+    declared: Option<usize>,
 ) -> (R, Result<(Vec<u8>, Walk), DecodeError>) {
     let capacity = guess.min(limit.saturating_add(1)) as usize;
+    let capacity = capacity.max(declared.unwrap_or(0));
+    // Zeros are written up to here, never past the capacity, so the buffer stays put.
+    let zeroed_to = declared.unwrap_or(0).min(capacity);
     // `cores::join` would run the two sides in turn, and the walking side would wait
     // for pieces that the inflater, not started yet, cannot send.
     if !cores::two_or_more() {
@@ -176,16 +216,24 @@ fn inflate_and_walk<R: BufRead + Send>(
     let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let (raw_walk, (input, inflated)) = cores::join(
         move || {
+            // `raw` holds the profile up to `filled`, and zeros after it.
             let mut raw = Vec::with_capacity(capacity);
+            let mut filled = 0;
             let mut walk = Walk::default();
             loop {
                 let piece = match full_rx.try_recv() {
                     Ok(piece) => piece,
                     Err(TryRecvError::Disconnected) => break,
                     Err(TryRecvError::Empty) => {
-                        // No piece yet: read a few samples ahead of the pass that adds
-                        // them up, then look again.
-                        if walk.read_samples_ahead(&raw, AHEAD_STEP) > 0 {
+                        // No piece yet: fault in a piece's worth of pages, or read a
+                        // few samples ahead of the pass that adds them up, then look
+                        // again.
+                        if raw.len() < zeroed_to {
+                            let to = zeroed_to.min(raw.len() + PIECE);
+                            raw.resize(to, 0);
+                            continue;
+                        }
+                        if walk.read_samples_ahead(&raw[..filled], AHEAD_STEP) > 0 {
                             continue;
                         }
                         match full_rx.recv() {
@@ -194,12 +242,20 @@ fn inflate_and_walk<R: BufRead + Send>(
                         }
                     }
                 };
-                raw.extend_from_slice(&piece);
+                let end = filled + piece.len();
+                if end <= raw.len() {
+                    raw[filled..end].copy_from_slice(&piece);
+                } else {
+                    raw.truncate(filled);
+                    raw.extend_from_slice(&piece);
+                }
+                filled = end;
                 let _ = empty_tx.send(piece);
                 // The pieces so far may end inside a field: the walk stops before it.
-                walk.advance(&raw);
-                walk.read_locations(&raw);
+                walk.advance(&raw[..filled]);
+                walk.read_locations(&raw[..filled]);
             }
+            raw.truncate(filled);
             (raw, walk)
         },
         move || {
@@ -726,11 +782,12 @@ pub fn render_to(
 #[cfg(test)]
 mod tests {
     use super::{
-        FunctionEntry, InspectError, PctColumn, TWO_CORE_SORT_ROWS, aggregate, inflate_and_walk,
-        int_cell, node_cutoff, pct_cell, sort_rows,
+        DECLARED_RATIO, FunctionEntry, InspectError, PctColumn, TWO_CORE_SORT_ROWS, aggregate,
+        declared_size, gzip_trailer, inflate_and_walk, int_cell, node_cutoff, pct_cell, sort_rows,
     };
     use crate::decode::profile::pb;
     use crate::decode::{self, DecodeError, stream};
+    use std::io::Read;
 
     #[test]
     fn inflating_while_walking_gives_what_inflating_then_opening_gives() {
@@ -759,12 +816,13 @@ mod tests {
             (&cut_profile[..], limit),
             (cut_gzip, limit),
         ];
-        // On two cores if there are two, and on one, where it inflates, then walks.
-        let two_ways = |z: &[u8], limit: u64| {
-            let two = inflate_and_walk(z, limit, 0).1;
+        // On two cores if there are two, and on one, where it inflates, then walks;
+        // with a declared size that is right, too small, or too large.
+        let two_ways = |z: &[u8], limit: u64, declared: Option<usize>| {
+            let two = inflate_and_walk(z, limit, 0, declared).1;
             #[cfg(target_os = "linux")]
             {
-                let one = crate::cores::on_one_core(|| inflate_and_walk(z, limit, 0).1);
+                let one = crate::cores::on_one_core(|| inflate_and_walk(z, limit, 0, declared).1);
                 let got = |r: &Result<(Vec<u8>, stream::Walk), DecodeError>| {
                     r.as_ref().map(|(raw, _)| raw.clone()).map_err(Clone::clone)
                 };
@@ -772,9 +830,15 @@ mod tests {
             }
             two
         };
-        for (z, limit) in cases {
+        let declared = [
+            None,
+            Some(raw.len()),
+            Some(raw.len() / 2),
+            Some(raw.len() * 2),
+        ];
+        for ((z, limit), declared) in cases.into_iter().flat_map(|c| declared.map(|d| (c, d))) {
             let want = decode::inflate(&mut &z[..], limit, 0);
-            let got = two_ways(z, limit);
+            let got = two_ways(z, limit, declared);
             match (want, got) {
                 (Ok(want), Ok((got, walk))) => {
                     assert_eq!(got, want);
@@ -786,6 +850,52 @@ mod tests {
                 (a, b) => panic!("{a:?} vs {:?}", b.map(|(raw, _)| raw.len())),
             }
         }
+    }
+
+    #[test]
+    fn a_gzip_trailer_declares_the_size_only_within_the_limit_and_the_ratio() {
+        // Bytes that compress about as a profile does: a few bits of noise each.
+        let mut x = 1u32;
+        let raw: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                b'a' + (x >> 28) as u8
+            })
+            .collect();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &raw).unwrap();
+        let z = enc.finish().unwrap();
+        let n = z.len() as u64;
+        let trailer = z.last_chunk::<4>().copied();
+        let size = raw.len() as u64;
+        // Within both bounds, the trailer's word is taken, from memory and from a file.
+        assert!(
+            size <= n * DECLARED_RATIO,
+            "the test data compresses too well"
+        );
+        assert_eq!(declared_size(trailer, n, size), Some(raw.len()));
+        let path = std::env::temp_dir().join(format!("trailer-{}.gz", std::process::id()));
+        std::fs::write(&path, &z).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        assert_eq!(gzip_trailer(&mut file, n).unwrap(), trailer);
+        // The file is back at its start.
+        let mut again = Vec::new();
+        file.read_to_end(&mut again).unwrap();
+        assert_eq!(again, z);
+        // Over the limit, or more than the ratio allows of what came: no hint.
+        assert_eq!(declared_size(trailer, n, size - 1), None);
+        assert_eq!(
+            declared_size(trailer, size / DECLARED_RATIO - 1, size),
+            None
+        );
+        // A hostile trailer cannot claim more than the ratio either.
+        assert_eq!(declared_size(Some([0xff; 4]), n, u64::MAX), None);
+        assert_eq!(declared_size(None, n, size), None);
+        // A file too short to hold a gzip header and trailer has none.
+        std::fs::write(&path, &z[..17]).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        assert_eq!(gzip_trailer(&mut file, 17).unwrap(), None);
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// What [`aggregate`] gives for `p` with every sample type: the total, flat sum
