@@ -562,7 +562,9 @@ impl IdMap {
         }
     }
 
-    #[inline]
+    /// The index of `id`. Inlined where it is called for every frame: the ids of a
+    /// profile Go wrote are in order, and the lookup is then a subtraction.
+    #[inline(always)]
     fn get(&self, id: u64) -> Option<u32> {
         if self.in_order {
             return id
@@ -570,6 +572,11 @@ impl IdMap {
                 .filter(|&i| i < self.len)
                 .map(|i| i as u32);
         }
+        self.get_in_tables(id)
+    }
+
+    /// [`IdMap::get`] once the ids have left their order.
+    fn get_in_tables(&self, id: u64) -> Option<u32> {
         if id < self.dense_limit {
             self.dense
                 .get(id as usize)
