@@ -119,15 +119,16 @@ impl FunctionAccumulator {
             self.cells[base + j].flat = self.cells[base + j].flat.wrapping_add(self.vals[j]);
         }
         if k == 1 {
-            // The common case (inspect, one sample type) without the inner loops.
+            // The common case (inspect, one sample type) without the inner loops, and
+            // without a branch on whether the function was met before in this stack:
+            // a frame met again adds 0. `v` is not 0 here, so every cell visited is
+            // present.
             let v = self.vals[0];
             for f in std::iter::once(leaf).chain(frames) {
                 let c = &mut self.cells[f as usize];
-                if c.seen == n {
-                    continue;
-                }
+                let again = c.seen == n;
                 c.seen = n;
-                c.cum = c.cum.wrapping_add(v);
+                c.cum = c.cum.wrapping_add(if again { 0 } else { v });
                 c.present = true;
             }
             return;
