@@ -179,6 +179,10 @@ const DECLARED_RATIO: u64 = 8;
 /// profiles, 256 KiB and 512 KiB were equally fast, 32-128 KiB and 1 MiB slower.
 const PIECE: usize = 256 << 10;
 
+/// How far past the bytes that have come [`inflate_and_walk`] writes zeros: a trailer
+/// that overstates the size costs at most this much memory beyond the profile.
+const ZEROS_AHEAD: usize = 4 << 20;
+
 /// Full pieces that may wait for the walking thread: past this the inflater waits,
 /// which bounds what sits in pieces (4 MiB) if the walk falls behind.
 const PIECES_WAITING: usize = 16;
@@ -191,8 +195,9 @@ const AHEAD_STEP: usize = 128;
 /// this thread gathers the output and walks the top level of what it has so far, so
 /// that little of the walk is left when the inflater ends; while it waits for the next
 /// piece, it first writes zeros over the `declared` size of the profile (see
-/// [`declared_size`]), so that the page faults of a fresh buffer (about 2 µs per
-/// 4 KiB here) are taken while it would wait anyway, then reads samples ahead
+/// [`declared_size`]), at most [`ZEROS_AHEAD`] past what has come, so that the page
+/// faults of a fresh buffer (about 2 µs per 4 KiB here) are taken while it would wait
+/// anyway, then reads samples ahead
 /// ([`Walk::read_samples_ahead`]). Returns `input` with the result. Where the process
 /// may use only one core, inflates, then walks.
 fn inflate_and_walk<R: BufRead + Send>(
@@ -228,7 +233,7 @@ fn inflate_and_walk<R: BufRead + Send>(
                         // No piece yet: fault in a piece's worth of pages, or read a
                         // few samples ahead of the pass that adds them up, then look
                         // again.
-                        if raw.len() < zeroed_to {
+                        if raw.len() < zeroed_to.min(filled + ZEROS_AHEAD) {
                             let to = zeroed_to.min(raw.len() + PIECE);
                             raw.resize(to, 0);
                             continue;
