@@ -197,19 +197,17 @@ const AHEAD_STEP: usize = 128;
 /// piece, it first writes zeros over the `declared` size of the profile (see
 /// [`declared_size`]), at most [`ZEROS_AHEAD`] past what has come, so that the page
 /// faults of a fresh buffer (about 2 µs per 4 KiB here) are taken while it would wait
-/// anyway, then reads samples ahead
-/// ([`Walk::read_samples_ahead`]). Returns `input` with the result. Where the process
-/// may use only one core, inflates, then walks.
+/// anyway, then reads samples ahead ([`Walk::read_samples_ahead`]). Returns `input`
+/// with the result. Where the process may use only one core, inflates, then walks.
 fn inflate_and_walk<R: BufRead + Send>(
     mut input: R,
     limit: u64,
     guess: u64,
     declared: Option<usize>,
 ) -> (R, Result<(Vec<u8>, Walk), DecodeError>) {
-    let capacity = guess.min(limit.saturating_add(1)) as usize;
-    let capacity = capacity.max(declared.unwrap_or(0));
-    // Zeros are written up to here, never past the capacity, so the buffer stays put.
-    let zeroed_to = declared.unwrap_or(0).min(capacity);
+    // Zeros are written up to `zeroed_to`, within the capacity, so the buffer stays put.
+    let zeroed_to = declared.unwrap_or(0);
+    let capacity = (guess.min(limit.saturating_add(1)) as usize).max(zeroed_to);
     // `cores::join` would run the two sides in turn, and the walking side would wait
     // for pieces that the inflater, not started yet, cannot send.
     if !cores::two_or_more() {
