@@ -15,12 +15,6 @@ FROM rust:1.95-slim-bookworm AS build
 # Command substitution with a pipe below: fail the step if any part fails.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# The daemon's allocator, jemalloc, is built from source by its crate with make,
-# which the slim image leaves out.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends make=4.3-4.1 \
- && rm -rf /var/lib/apt/lists/*
-
 WORKDIR /src
 COPY . .
 
