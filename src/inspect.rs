@@ -231,9 +231,9 @@ fn inflate_and_walk<R: BufRead + Send>(
                         // No piece yet: fault in a piece's worth of pages, or read a
                         // few samples ahead of the pass that adds them up, then look
                         // again.
-                        if raw.len() < zeroed_to.min(filled + ZEROS_AHEAD) {
-                            let to = zeroed_to.min(raw.len() + PIECE);
-                            raw.resize(to, 0);
+                        let zero_to = zeroed_to.min(filled + ZEROS_AHEAD);
+                        if raw.len() < zero_to {
+                            raw.resize(zero_to.min(raw.len() + PIECE), 0);
                             continue;
                         }
                         if walk.read_samples_ahead(&raw[..filled], AHEAD_STEP) > 0 {
