@@ -36,9 +36,17 @@ where
     })
 }
 
-/// Whether the process may use two cores or more.
+/// Whether the calling thread may use two cores or more. The answer is kept per thread:
+/// finding it reads the CPU mask and, on Linux, three cgroup files, which cost more than
+/// a small parallel step saves. A thread's mask is set before its first call ([`join`]'s
+/// helper leaves its core first), so a kept answer does not go stale in this program.
 pub fn two_or_more() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    thread_local! {
+        static TWO: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
+    }
+    TWO.with(|two| {
+        *two.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2))
+    })
 }
 
 /// The core the calling thread runs on, where the platform says.

@@ -102,8 +102,7 @@ fn load(source: &str, args: &InspectArgs) -> Result<(Vec<u8>, Walk), InspectErro
             }
             return Ok((body, Walk::default()));
         }
-        // Profiles compress about 3-5x.
-        let guess = (body.len() as u64).saturating_mul(4);
+        let guess = decode::size_guess(body.len() as u64);
         let declared = body.last_chunk::<4>().copied();
         let size = declared_size(declared, body.len() as u64, limit);
         let (_, loaded) = inflate_and_walk(&body[..], limit, guess, size);
@@ -136,9 +135,8 @@ fn load(source: &str, args: &InspectArgs) -> Result<(Vec<u8>, Walk), InspectErro
         }
         return Ok((raw, Walk::default()));
     }
-    // Profiles compress 1-5x; reserving is free until pages are written.
     let declared = declared_size(declared, size, limit);
-    let (input, loaded) = inflate_and_walk(input, limit, size.saturating_mul(4), declared);
+    let (input, loaded) = inflate_and_walk(input, limit, decode::size_guess(size), declared);
     // A file that grew past the limit while being read ends the stream early.
     if input.get_ref().limit() == 0 {
         return Err(too_big());

@@ -54,10 +54,14 @@ pub fn gunzip_bounded(bytes: &[u8], limit: u64) -> Result<std::borrow::Cow<'_, [
         }
         return Ok(std::borrow::Cow::Borrowed(bytes));
     }
-    // Profiles compress about 3-5x.
-    let guess = (bytes.len() as u64).saturating_mul(4);
     let mut input = bytes;
-    inflate(&mut input, limit, guess).map(std::borrow::Cow::Owned)
+    inflate(&mut input, limit, size_guess(bytes.len() as u64)).map(std::borrow::Cow::Owned)
+}
+
+/// The inflated size to reserve for a gzip profile of `compressed` bytes: profiles
+/// compress about 3-5x, and reserving is free until pages are written.
+pub fn size_guess(compressed: u64) -> u64 {
+    compressed.saturating_mul(4)
 }
 
 /// Inflates the gzip stream (one or more members) that `input` holds, refusing to
