@@ -96,9 +96,9 @@ pub struct DaemonArgs {
 
     /// Largest share of the target's time this exporter may take, per profile: a
     /// profile that took d to fetch is fetched again no sooner than d / budget later
-    /// (at most ten intervals later), however short --scrape.interval is. At the
-    /// default 0.0025, a goroutine profile that takes 50 ms to serve is fetched every
-    /// 20 s at intervals of 2-20 s (every 10 s at 1s, the cap). A p99 counts the
+    /// (at most ten intervals or a minute later, whichever is longer), however short
+    /// --scrape.interval is. At the default 0.0025, a goroutine profile that takes
+    /// 50 ms to serve is fetched every 20 s at intervals up to 20 s. A p99 counts the
     /// slowest 1 % of requests; a profile delays the requests that arrive while it is
     /// served and those queued behind it, and its garbage brings the target's next
     /// collection forward, so it must hold the target for well under that share of

@@ -108,6 +108,13 @@ pub const PROCESS_REASONS: [&str; 5] = ["not_found", "not_visible", "permission"
 /// How long a target that answered 404 for the goroutine-leak profile is left alone.
 pub const LEAK_RECHECK: Duration = Duration::from_secs(3600);
 
+/// The gap up to which `--scrape.target-budget` may space a profile's fetches out even
+/// when ten intervals are shorter. At 1 s scrapes, a cap of ten intervals would cut the
+/// budget short for any profile that takes over 25 ms to serve (at the default 0.0025);
+/// a minute keeps it for profiles up to 150 ms, and still bounds the wait after a
+/// fetch that timed out.
+pub const LONGEST_SPACING: Duration = Duration::from_secs(60);
+
 /// How one target is scraped.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -175,7 +182,8 @@ impl TargetConfig {
 
     /// How long after a fetch that took `fetch` the profile `kind` may be fetched
     /// again: its interval, stretched to `fetch / target_budget` so the target spends
-    /// at most that share of its time serving it, but never past ten intervals.
+    /// at most that share of its time serving it, but never past ten intervals or
+    /// [`LONGEST_SPACING`], whichever is longer.
     pub fn next_fetch_after(&self, kind: ProfileKind, fetch: Duration) -> Duration {
         let interval = self.interval_of(kind).unwrap_or(self.interval);
         if self.target_budget <= 0.0 || kind == ProfileKind::Process {
@@ -183,7 +191,8 @@ impl TargetConfig {
         }
         let spaced = Duration::try_from_secs_f64(fetch.as_secs_f64() / self.target_budget)
             .unwrap_or(Duration::MAX);
-        spaced.min(interval.saturating_mul(10)).max(interval)
+        let longest = interval.saturating_mul(10).max(LONGEST_SPACING);
+        spaced.min(longest).max(interval)
     }
 
     /// The kinds this target collects.
@@ -894,10 +903,19 @@ mod tests {
         // Fast enough: the interval.
         assert_eq!(cfg.next_fetch_after(g, ms(3)), ms(1000));
         assert_eq!(cfg.next_fetch_after(g, ms(10)), ms(1000));
-        // 50 ms at 1%: every 5 s.
+        // 50 ms at 1%: every 5 s; 200 ms: every 20 s, past ten intervals.
         assert_eq!(cfg.next_fetch_after(g, ms(50)), ms(5000));
-        // Never past ten intervals, even for a fetch that timed out.
-        assert_eq!(cfg.next_fetch_after(g, ms(10_000)), ms(10_000));
+        assert_eq!(cfg.next_fetch_after(g, ms(200)), ms(20_000));
+        // Never past a minute at intervals under 6 s, even for a fetch that timed out,
+        assert_eq!(cfg.next_fetch_after(g, ms(10_000)), LONGEST_SPACING);
+        // nor past ten intervals at longer ones.
+        let long = TargetConfig {
+            interval: Duration::from_secs(15),
+            ..cfg.clone()
+        };
+        assert_eq!(long.next_fetch_after(g, ms(10_000)), ms(150_000));
+        assert_eq!(long.next_fetch_after(g, ms(50)), ms(15_000));
+        assert_eq!(long.next_fetch_after(g, ms(300)), ms(30_000));
         // Each profile by its own interval.
         assert_eq!(
             cfg.next_fetch_after(ProfileKind::MemStats, ms(50)),

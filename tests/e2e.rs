@@ -202,8 +202,8 @@ fn live_go127() {
 
 /// `--scrape.target-budget`: a profile is fetched again no sooner than its fetch time
 /// divided by the budget. With a budget of one in a hundred thousand, any real fetch
-/// (over a millisecond) spaces the heap and goroutine profiles out to the cap of ten
-/// intervals, while the process stats, which cost the target nothing, stay at 1 s.
+/// (over 0.6 ms) spaces the heap and goroutine profiles out to the cap, a minute at
+/// 1 s scrapes, while the process stats, which cost the target nothing, stay at 1 s.
 #[test]
 fn target_budget_spaces_out_profile_fetches() {
     let Some(leaky) = Leaky::start(Go::V127, &[]) else {
@@ -225,7 +225,7 @@ fn target_budget_spaces_out_profile_fetches() {
     for profile in ["goroutine", "heap"] {
         let gap = at(&m, "pprof_scrape_interval_seconds", profile).unwrap();
         assert!(
-            (1.0..=10.0).contains(&gap) && gap > 1.0,
+            (1.0..=60.0).contains(&gap) && gap > 1.0,
             "{profile}: interval {gap}"
         );
     }
