@@ -36,10 +36,10 @@ where
     })
 }
 
-/// Whether the calling thread may use two cores or more. The answer is kept per thread:
-/// finding it reads the CPU mask and, on Linux, three cgroup files, which cost more than
-/// a small parallel step saves. A thread's mask is set before its first call ([`join`]'s
-/// helper leaves its core first), so a kept answer does not go stale in this program.
+/// Whether the calling thread may use two cores or more. The answer is kept per thread,
+/// for finding it reads the CPU mask and, on Linux, three cgroup files each time. A
+/// thread's mask is set before its first call ([`join`]'s helper leaves its core first),
+/// so a kept answer does not go stale in this program.
 pub fn two_or_more() -> bool {
     thread_local! {
         static TWO: std::cell::OnceCell<bool> = const { std::cell::OnceCell::new() };
