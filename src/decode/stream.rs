@@ -1026,14 +1026,35 @@ fn string_index(len: usize, idx: i64, what: &str) -> Result<usize, DecodeError> 
 }
 
 /// The strings at `ranges` of `bytes`, checked to be UTF-8.
+///
+/// Strings that follow one another with only ASCII between them are checked in one
+/// call: a string table as Go writes it, up to the next string of 128 bytes or more,
+/// whose length takes a byte past ASCII. An ASCII byte is a character of its own, so
+/// such a stretch is UTF-8 exactly when each of its strings is, and each string is a
+/// slice of it that starts and ends on a character. One call per string cost about
+/// 20 ns each, 0.4 ms for the 21,000 strings of the bench's goroutine profile.
 fn utf8_strings<'a>(
     bytes: &'a [u8],
     ranges: &[(usize, usize)],
 ) -> Result<Vec<&'a str>, DecodeError> {
-    ranges
-        .iter()
-        .map(|&(a, b)| std::str::from_utf8(&bytes[a..b]).map_err(|_| not_utf8()))
-        .collect()
+    let mut strings = Vec::with_capacity(ranges.len());
+    let mut rest = ranges;
+    while let Some(&(start, mut end)) = rest.first() {
+        let mut n = 1;
+        for &(a, b) in &rest[1..] {
+            if a < end || !bytes[end..a].is_ascii() {
+                break;
+            }
+            end = b;
+            n += 1;
+        }
+        let stretch = std::str::from_utf8(&bytes[start..end]).map_err(|_| not_utf8())?;
+        for &(a, b) in &rest[..n] {
+            strings.push(stretch.get(a - start..b - start).ok_or_else(not_utf8)?);
+        }
+        rest = &rest[n..];
+    }
+    Ok(strings)
 }
 
 /// A string table entry that is not UTF-8, as prost words it.
@@ -1844,6 +1865,56 @@ mod tests {
     const NO_LIMIT: DecodeLimits = DecodeLimits {
         max_frames: u64::MAX,
     };
+
+    #[test]
+    fn strings_checked_a_stretch_at_a_time_are_checked_as_one_at_a_time() {
+        // Short and long (a length of two bytes, the first past ASCII), ASCII and
+        // not, empty, and broken: a lone continuation byte, a character cut at the
+        // end of its string or at its start, bytes that are never UTF-8.
+        let long = |unit: &[u8]| unit.repeat(200 / unit.len());
+        let pool: Vec<Vec<u8>> = vec![
+            b"main.main".to_vec(),
+            b"".to_vec(),
+            "caf\u{e9}".as_bytes().to_vec(),
+            "\u{65e5}\u{672c}".as_bytes().to_vec(),
+            "\u{1f600}".as_bytes().to_vec(),
+            long(b"github.com/org/repo/pkg."),
+            long("\u{e9}t\u{e9}".as_bytes()),
+            b"ab\x80cd".to_vec(),
+            b"ab\xc3".to_vec(),
+            b"\xa9ab".to_vec(),
+            b"\xff".to_vec(),
+            [long(b"x"), b"\xe6\x97".to_vec()].concat(),
+        ];
+        let mut x = 7u32;
+        let mut next = |n: usize| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 8) as usize % n
+        };
+        for round in 0..400 {
+            // Every other table only from the strings that are UTF-8, so that most
+            // runs get through to the end.
+            let valid = if round % 2 == 0 { 7 } else { pool.len() };
+            let mut bytes = Vec::new();
+            let mut ranges = Vec::new();
+            for _ in 0..1 + next(30) {
+                // Now and then another field between two strings (time_nanos).
+                if next(8) == 0 {
+                    bytes.extend_from_slice(&[9 << 3, 0x96, 0x01]);
+                }
+                let s = &pool[next(valid)];
+                bytes.push(6 << 3 | 2);
+                prost::encoding::encode_varint(s.len() as u64, &mut bytes);
+                ranges.push((bytes.len(), bytes.len() + s.len()));
+                bytes.extend_from_slice(s);
+            }
+            let one_by_one: Result<Vec<&str>, _> = ranges
+                .iter()
+                .map(|&(a, b)| std::str::from_utf8(&bytes[a..b]).map_err(|_| not_utf8()))
+                .collect();
+            assert_eq!(utf8_strings(&bytes, &ranges), one_by_one, "round {round}");
+        }
+    }
 
     /// A synthetic heap profile of `samples` samples; `shift` moves every location id
     /// up, so that ids no longer give the index.
