@@ -1893,7 +1893,7 @@ mod tests {
         };
         for round in 0..400 {
             // Every other table only from the strings that are UTF-8, so that most
-            // runs get through to the end.
+            // stretches are checked to their end.
             let valid = if round % 2 == 0 { 7 } else { pool.len() };
             let mut bytes = Vec::new();
             let mut ranges = Vec::new();
