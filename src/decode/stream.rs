@@ -437,10 +437,11 @@ impl SamplesAhead {
             self.n_values = raw.values.len();
         }
         let fits = raw.location_ids.iter().all(|&id| id <= u64::from(u16::MAX));
+        let strings = || raw.labels.iter().filter(|&&(_, s)| s != 0);
         let more = Self::size(
             raw.location_ids.len(),
             raw.values.len(),
-            raw.labels.len(),
+            strings().count(),
             1,
         );
         if raw.values.len() != self.n_values || !fits || held + more > AHEAD_MAX_BYTES {
@@ -450,8 +451,7 @@ impl SamplesAhead {
         self.ids
             .extend(raw.location_ids.iter().map(|&id| id as u16));
         self.ends.push(self.ids.len() as u32);
-        let strings = raw.labels.iter().filter(|&&(_, s)| s != 0);
-        self.labels.extend(strings);
+        self.labels.extend(strings());
         self.label_ends.push(self.labels.len() as u32);
         self.count += 1;
         true
