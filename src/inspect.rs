@@ -6,10 +6,11 @@
 //! aggregates equals the aggregate of the difference.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::mpsc::TryRecvError;
 
+use bytes::BytesMut;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -173,99 +174,183 @@ fn declared_size(trailer: Option<[u8; 4]>, compressed: u64, limit: u64) -> Optio
 /// the profile to fault in as it comes, rather than written ahead on a claim.
 const DECLARED_RATIO: u64 = 8;
 
-/// Bytes per piece that [`inflate_and_walk`]'s inflater hands on. On the bench
-/// profiles, 256 KiB and 512 KiB were equally fast, 32-128 KiB and 1 MiB slower.
+/// Bytes per chunk that [`inflate_and_walk`] lends its inflater. On the bench
+/// profiles, 256 KiB and 512 KiB pieces were equally fast, 32-128 KiB and 1 MiB slower.
 const PIECE: usize = 256 << 10;
 
-/// How far past the bytes that have come [`inflate_and_walk`] writes zeros: a trailer
-/// that overstates the size costs at most this much memory beyond the profile.
+/// How far past the bytes that have come [`inflate_and_walk`] faults pages in: a
+/// trailer that overstates the size costs at most this much memory beyond the profile.
 const ZEROS_AHEAD: usize = 4 << 20;
 
-/// Full pieces that may wait for the walking thread: past this the inflater waits,
-/// which bounds what sits in pieces (4 MiB) if the walk falls behind.
-const PIECES_WAITING: usize = 16;
+/// Chunks the inflater holds at a time (one being filled, the rest waiting), so that
+/// it never waits for the walking thread while that thread walks what came before.
+const CHUNKS_LENT: usize = 4;
 
-/// Samples read ahead at a time while no piece is waiting (about 10 µs of work on the
-/// goroutine profile of the bench), so that a piece that comes meanwhile waits little.
+/// Samples read ahead at a time while no chunk is waiting (about 10 µs of work on the
+/// goroutine profile of the bench), so that a chunk that comes meanwhile waits little.
 const AHEAD_STEP: usize = 128;
+
+/// The buffer [`inflate_and_walk`] inflates into, lent to the inflater a chunk at a
+/// time and joined back in order, so that the profile is never copied: `joined` is the
+/// profile so far, `rest` the buffer not lent yet, `ready` chunks split off it whose
+/// pages are faulted in.
+struct Lender {
+    joined: BytesMut,
+    ready: VecDeque<BytesMut>,
+    rest: BytesMut,
+    /// Bytes split off the buffer so far.
+    split: usize,
+}
+
+impl Lender {
+    /// A buffer of `capacity` zeros: the allocator maps fresh pages for a large one,
+    /// which cost nothing until written.
+    fn new(capacity: usize) -> Self {
+        let mut rest = BytesMut::zeroed(capacity);
+        Lender {
+            joined: rest.split_to(0),
+            ready: VecDeque::new(),
+            rest,
+            split: 0,
+        }
+    }
+
+    /// The next chunk of the buffer: one faulted in if there is one, else the next
+    /// stretch as it is. Past the end of the buffer the chunks are new memory, which
+    /// [`Lender::join`] copies.
+    fn lend(&mut self) -> BytesMut {
+        self.ready.pop_front().unwrap_or_else(|| self.split_off())
+    }
+
+    fn split_off(&mut self) -> BytesMut {
+        if self.rest.is_empty() {
+            return BytesMut::zeroed(PIECE);
+        }
+        let chunk = self.rest.split_to(PIECE.min(self.rest.len()));
+        self.split += chunk.len();
+        chunk
+    }
+
+    /// Faults in the pages of one more chunk before it is lent, if the buffer has one
+    /// before `to`; returns whether it did. Writing zeros over zeros is the cheapest
+    /// way to take the faults (about 2 µs per 4 KiB here) on this thread, which would
+    /// otherwise wait, instead of on the inflater's.
+    fn fault_in_before(&mut self, to: usize) -> bool {
+        if self.split >= to || self.rest.is_empty() {
+            return false;
+        }
+        let mut chunk = self.split_off();
+        chunk.fill(0);
+        self.ready.push_back(chunk);
+        true
+    }
+
+    /// Appends a chunk the inflater filled; the chunks come back in the order lent.
+    fn join(&mut self, chunk: BytesMut) {
+        self.joined.unsplit(chunk);
+    }
+
+    /// The profile. Without a copy once the chunks still lent are dropped, as the
+    /// others are here first.
+    fn into_profile(self) -> Vec<u8> {
+        let Lender {
+            joined,
+            ready,
+            rest,
+            ..
+        } = self;
+        drop((ready, rest));
+        Vec::from(joined)
+    }
+}
 
 /// Inflates the gzip stream `input` (see [`decode::inflate`]) on a helper core while
 /// this thread gathers the output and walks the top level of what it has so far, so
-/// that little of the walk is left when the inflater ends; while it waits for the next
-/// piece, it first writes zeros over the `declared` size of the profile (see
-/// [`declared_size`]), at most [`ZEROS_AHEAD`] past what has come, so that the page
-/// faults of a fresh buffer (about 2 µs per 4 KiB here) are taken while it would wait
-/// anyway, then reads samples ahead ([`Walk::read_samples_ahead`]). Returns `input`
-/// with the result. Where the process may use only one core, inflates, then walks.
+/// that little of the walk is left when the inflater ends. The inflater writes into
+/// chunks of one buffer lent by this thread ([`Lender`]), which joins them back as
+/// they come; while it waits for the next, it first faults in the pages of the chunks
+/// it will lend over the `declared` size of the profile (see [`declared_size`]), at
+/// most [`ZEROS_AHEAD`] past what has come, then reads samples ahead
+/// ([`Walk::read_samples_ahead`]). Returns `input` with the result. Where the process
+/// may use only one core, inflates, then walks.
 fn inflate_and_walk<R: BufRead + Send>(
     mut input: R,
     limit: u64,
     guess: u64,
     declared: Option<usize>,
 ) -> (R, Result<(Vec<u8>, Walk), DecodeError>) {
-    // Zeros are written up to `zeroed_to`, within the capacity, so the buffer stays put.
-    let zeroed_to = declared.unwrap_or(0);
-    let capacity = (guess.min(limit.saturating_add(1)) as usize).max(zeroed_to);
+    let fault_to = declared.unwrap_or(0);
+    let capacity = (guess.min(limit.saturating_add(1)) as usize).max(fault_to);
     // `cores::join` would run the two sides in turn, and the walking side would wait
-    // for pieces that the inflater, not started yet, cannot send.
+    // for chunks that the inflater, not started yet, cannot send.
     if !cores::two_or_more() {
         let raw = decode::inflate(&mut input, limit, guess);
         return (input, raw.map(|raw| (raw, Walk::default())));
     }
-    // Full pieces one way, emptied ones back for the inflater to fill again.
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIECES_WAITING);
-    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    // Chunks to fill one way, filled ones back. The inflater waits for the next chunk
+    // only after giving the last one back, which is replaced at once, so it never
+    // waits long.
+    let (lent_tx, lent_rx) = std::sync::mpsc::channel::<BytesMut>();
+    let (full_tx, full_rx) = std::sync::mpsc::channel::<BytesMut>();
     let (raw_walk, (input, inflated)) = cores::join(
         move || {
-            // `raw` holds the profile up to `filled`, and zeros after it.
-            let mut raw = Vec::with_capacity(capacity);
-            let mut filled = 0;
+            let mut buffer = Lender::new(capacity);
+            // One chunk at once, the others as their pages are faulted in; from then
+            // on every chunk that comes back is replaced at once.
+            let _ = lent_tx.send(buffer.lend());
+            let mut lent = 1;
             let mut walk = Walk::default();
             loop {
-                let piece = match full_rx.try_recv() {
-                    Ok(piece) => piece,
+                let chunk = match full_rx.try_recv() {
+                    Ok(chunk) => chunk,
                     Err(TryRecvError::Disconnected) => break,
                     Err(TryRecvError::Empty) => {
-                        // No piece yet: fault in a piece's worth of pages, or read a
-                        // few samples ahead of the pass that adds them up, then look
-                        // again.
-                        let zero_to = zeroed_to.min(filled + ZEROS_AHEAD);
-                        if raw.len() < zero_to {
-                            raw.resize(zero_to.min(raw.len() + PIECE), 0);
+                        // No chunk yet: lend another, fault one in to lend later, or
+                        // read a few samples ahead of the pass that adds them up,
+                        // then look again.
+                        let came = buffer.joined.len();
+                        let fault_before = fault_to.min(came + ZEROS_AHEAD);
+                        if lent < CHUNKS_LENT {
+                            buffer.fault_in_before(fault_before);
+                            // The inflater has gone if this fails, and with it its
+                            // need of chunks.
+                            let _ = lent_tx.send(buffer.lend());
+                            lent += 1;
                             continue;
                         }
-                        if walk.read_samples_ahead(&raw[..filled], AHEAD_STEP) > 0 {
+                        if buffer.fault_in_before(fault_before) {
+                            continue;
+                        }
+                        if walk.read_samples_ahead(&buffer.joined, AHEAD_STEP) > 0 {
                             continue;
                         }
                         match full_rx.recv() {
-                            Ok(piece) => piece,
+                            Ok(chunk) => chunk,
                             Err(_) => break,
                         }
                     }
                 };
-                let end = filled + piece.len();
-                if end <= raw.len() {
-                    raw[filled..end].copy_from_slice(&piece);
-                } else {
-                    raw.truncate(filled);
-                    raw.extend_from_slice(&piece);
-                }
-                filled = end;
-                let _ = empty_tx.send(piece);
-                // The pieces so far may end inside a field: the walk stops before it.
-                walk.advance(&raw[..filled]);
-                walk.read_locations(&raw[..filled]);
+                let _ = lent_tx.send(buffer.lend());
+                buffer.join(chunk);
+                // The chunks so far may end inside a field: the walk stops before it.
+                walk.advance(&buffer.joined);
+                walk.read_locations(&buffer.joined);
             }
-            raw.truncate(filled);
-            (raw, walk)
+            // Chunks lent and not used go with the channel.
+            drop(lent_tx);
+            (buffer.into_profile(), walk)
         },
         move || {
-            let inflated = decode::inflate_in_pieces(&mut input, limit, PIECE, |piece| {
-                // The receiver outlives this closure, so a send only fails if it
-                // panicked, which join passes on.
-                let _ = full_tx.send(piece);
-                empty_rx.try_recv().unwrap_or_default()
-            });
+            let inflated = decode::inflate_into_chunks(
+                &mut input,
+                limit,
+                // If the walking thread has gone (it panicked, which join passes
+                // on), the inflater makes its own chunks.
+                move || lent_rx.recv().unwrap_or_default(),
+                move |full| {
+                    let _ = full_tx.send(full);
+                },
+            );
             (input, inflated)
         },
     );
@@ -843,6 +928,12 @@ mod tests {
             match (want, got) {
                 (Ok(want), Ok((got, walk))) => {
                     assert_eq!(got, want);
+                    // Inflated into the buffer sized by the trailer, not copied out
+                    // (on one core it is inflated as the daemon inflates).
+                    let two = crate::cores::two_or_more();
+                    if let Some(size) = declared.filter(|&size| two && size > want.len()) {
+                        assert_eq!(got.capacity(), size);
+                    }
                     let opened = stream::open(&want).map(stream::Decoder::into_tables);
                     let finished = walk.finish(&got, &stream::InTurn);
                     assert_eq!(finished.map(stream::Decoder::into_tables), opened);

@@ -11,6 +11,7 @@ pub mod stream;
 
 use std::io::BufRead;
 
+use bytes::BytesMut;
 use flate2::{Decompress, FlushDecompress, Status};
 use thiserror::Error;
 
@@ -84,48 +85,109 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
     Ok(out)
 }
 
-/// [`inflate`], handing the output on to `send` in pieces of `piece` bytes (the last
-/// one shorter) as they are produced. `send` returns the vector to fill next: a piece
-/// it has emptied, so that its memory serves again, or a new one. No more than `limit`
-/// bytes are handed on in all.
-pub fn inflate_in_pieces(
+/// [`inflate`], writing the output into chunks of initialised memory: `lend` gives the
+/// next chunk to fill (its bytes are overwritten from the start; one of no bytes makes
+/// the inflater take 64 KiB of its own), and `give_back` takes each chunk as it is
+/// filled, the last one cut to what was written and only if something was. No more
+/// than `limit` bytes are written in all. Chunks split off one `BytesMut` in order and
+/// given back in order join without a copy ([`BytesMut::unsplit`]).
+pub fn inflate_into_chunks(
     input: &mut impl BufRead,
     limit: u64,
-    piece: usize,
-    mut send: impl FnMut(Vec<u8>) -> Vec<u8>,
+    mut lend: impl FnMut() -> BytesMut,
+    mut give_back: impl FnMut(BytesMut),
 ) -> Result<(), DecodeError> {
-    let piece = piece.max(1);
-    let mut out = Vec::with_capacity(piece);
+    let mut next = move || {
+        let chunk = lend();
+        if chunk.is_empty() {
+            BytesMut::zeroed(64 << 10)
+        } else {
+            chunk
+        }
+    };
+    let mut out = Chunk {
+        buf: next(),
+        filled: 0,
+    };
     inflate_into(input, limit, &mut out, |out| {
-        let full = std::mem::take(out);
-        let sent = full.len();
-        *out = send(full);
-        out.clear();
-        out.reserve_exact(piece);
+        let sent = out.filled;
+        // Given back before the next is lent: the lender may wait for it.
+        give_back(std::mem::take(&mut out.buf));
+        out.buf = next();
+        out.filled = 0;
         Ok(sent as u64)
     })?;
-    if !out.is_empty() {
-        send(out);
+    if out.filled > 0 {
+        out.buf.truncate(out.filled);
+        give_back(out.buf);
     }
     Ok(())
+}
+
+/// Where [`inflate_into`] writes: a vector's spare room, or a [`Chunk`].
+trait Output {
+    /// Bytes written so far.
+    fn written(&self) -> usize;
+    /// Whether there is no room left.
+    fn is_full(&self) -> bool;
+    /// Inflates what it can of `input` into the room left.
+    fn inflate(&mut self, z: &mut Decompress, input: &[u8]) -> Result<Status, DecodeError>;
+}
+
+fn gzip_error(e: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Gzip(e.to_string())
+}
+
+impl Output for Vec<u8> {
+    fn written(&self) -> usize {
+        self.len()
+    }
+    fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+    fn inflate(&mut self, z: &mut Decompress, input: &[u8]) -> Result<Status, DecodeError> {
+        z.decompress_vec(input, self, FlushDecompress::None)
+            .map_err(gzip_error)
+    }
+}
+
+/// A chunk of initialised memory and how much of it the inflater has written.
+struct Chunk {
+    buf: BytesMut,
+    filled: usize,
+}
+
+impl Output for Chunk {
+    fn written(&self) -> usize {
+        self.filled
+    }
+    fn is_full(&self) -> bool {
+        self.filled == self.buf.len()
+    }
+    fn inflate(&mut self, z: &mut Decompress, input: &[u8]) -> Result<Status, DecodeError> {
+        let before = z.total_out();
+        let status = z
+            .decompress(input, &mut self.buf[self.filled..], FlushDecompress::None)
+            .map_err(gzip_error)?;
+        self.filled += (z.total_out() - before) as usize;
+        Ok(status)
+    }
 }
 
 /// The inflate loop: output goes to `out`, and when `out` is full, `full` makes room
 /// in it and returns how many bytes it took out (handed on elsewhere), so that the
 /// limit counts every byte produced.
-fn inflate_into(
+fn inflate_into<O: Output>(
     input: &mut impl BufRead,
     limit: u64,
-    out: &mut Vec<u8>,
-    mut full: impl FnMut(&mut Vec<u8>) -> Result<u64, DecodeError>,
+    out: &mut O,
+    mut full: impl FnMut(&mut O) -> Result<u64, DecodeError>,
 ) -> Result<(), DecodeError> {
     let mut z = Decompress::new_gzip(15);
     let mut in_member = true;
     let mut handed_on: u64 = 0;
     loop {
-        let buf = input
-            .fill_buf()
-            .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+        let buf = input.fill_buf().map_err(gzip_error)?;
         if buf.is_empty() {
             if in_member {
                 return Err(DecodeError::Gzip("unexpected end of file".into()));
@@ -137,21 +199,19 @@ fn inflate_into(
             z = Decompress::new_gzip(15);
             in_member = true;
         }
-        if out.len() == out.capacity() {
+        if out.is_full() {
             handed_on += full(out)?;
         }
         let (in_before, out_before) = (z.total_in(), z.total_out());
-        let status = z
-            .decompress_vec(buf, out, FlushDecompress::None)
-            .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+        let status = out.inflate(&mut z, buf)?;
         let consumed = (z.total_in() - in_before) as usize;
         input.consume(consumed);
-        if handed_on + out.len() as u64 > limit {
+        if handed_on + out.written() as u64 > limit {
             return Err(DecodeError::TooLarge { limit });
         }
         match status {
             Status::StreamEnd => in_member = false,
-            _ if consumed == 0 && z.total_out() == out_before && out.len() < out.capacity() => {
+            _ if consumed == 0 && z.total_out() == out_before && !out.is_full() => {
                 // Input and room were both there and nothing moved.
                 return Err(DecodeError::Gzip("corrupt deflate stream".into()));
             }
@@ -303,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn inflating_in_pieces_hands_on_what_inflating_whole_gives() {
+    fn inflating_into_chunks_gives_what_inflating_whole_gives() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
         let one = gzip(&data);
         let mut two = gzip(b"first member, ");
@@ -325,25 +385,69 @@ mod tests {
         ];
         for (z, limit) in cases {
             let whole = inflate(&mut &z[..], limit, 0);
-            for piece in [1, 4096, 64 << 10, 1 << 20] {
-                let mut pieces: Vec<Vec<u8>> = Vec::new();
-                let done = inflate_in_pieces(&mut &z[..], limit, piece, |p| {
-                    pieces.push(p);
-                    Vec::new()
-                });
-                let joined: Vec<u8> = pieces.concat();
-                assert!(
-                    joined.len() as u64 <= limit,
-                    "no more than the limit handed on"
+            // Chunks split off one buffer of `room` bytes, then new ones; or none lent,
+            // and the inflater makes its own.
+            for (piece, room) in [
+                (1, 1 << 20),
+                (4096, 1 << 20),
+                (64 << 10, 1 << 20),
+                (1 << 20, 1 << 20),
+                (4096, 100_000),
+                (0, 0),
+            ] {
+                let mut buffer = BytesMut::zeroed(room);
+                // How long each chunk lent is, as the inflater takes it.
+                let mut lent: Vec<usize> = Vec::new();
+                let mut back: Vec<BytesMut> = Vec::new();
+                let done = inflate_into_chunks(
+                    &mut &z[..],
+                    limit,
+                    || {
+                        let chunk = if buffer.is_empty() {
+                            BytesMut::zeroed(piece)
+                        } else {
+                            buffer.split_to(piece.min(buffer.len()))
+                        };
+                        lent.push(if chunk.is_empty() {
+                            64 << 10
+                        } else {
+                            chunk.len()
+                        });
+                        chunk
+                    },
+                    |full| back.push(full),
                 );
-                match (&whole, done) {
-                    (Ok(w), Ok(())) => assert_eq!(&joined, w, "piece {piece}"),
-                    (Err(a), Err(b)) => assert_eq!(a, &b, "piece {piece}"),
-                    (w, d) => panic!("whole {w:?} vs in pieces {d:?}, piece {piece}"),
+                let what = format!("piece {piece}, room {room}");
+                // Every chunk comes back filled, in the order lent, but the last one,
+                // which comes back only if something was written to it.
+                assert!(back.len() <= lent.len(), "{what}");
+                if let Some((last, filled)) = back.split_last() {
+                    for (i, chunk) in filled.iter().enumerate() {
+                        assert_eq!(chunk.len(), lent[i], "{what}");
+                    }
+                    let i = filled.len();
+                    assert!(!last.is_empty() && last.len() <= lent[i], "{what}");
                 }
-                if let Some((last, full)) = pieces.split_last() {
-                    assert!(full.iter().all(|p| p.len() == piece), "piece {piece}");
-                    assert!(!last.is_empty() && last.len() <= piece, "piece {piece}");
+                // Joined in order, the chunks of the buffer need no copy.
+                let (mut joined, mut copies) = (BytesMut::new(), 0);
+                for chunk in back {
+                    if joined.is_empty() {
+                        joined = chunk;
+                    } else if let Err(chunk) = joined.try_unsplit(chunk) {
+                        copies += 1;
+                        joined.extend_from_slice(&chunk);
+                    }
+                }
+                assert!(joined.len() as u64 <= limit, "{what}");
+                match (&whole, done) {
+                    (Ok(w), Ok(())) => {
+                        assert_eq!(&joined[..], &w[..], "{what}");
+                        if w.len() <= room {
+                            assert_eq!(copies, 0, "{what}");
+                        }
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, &b, "{what}"),
+                    (w, d) => panic!("whole {w:?} vs in chunks {d:?}, {what}"),
                 }
             }
         }
