@@ -65,6 +65,10 @@ pub fn size_guess(compressed: u64) -> u64 {
     compressed.saturating_mul(4)
 }
 
+/// The least room the inflater is given to write into at a time: what [`inflate`]
+/// reserves at least, and the chunk [`inflate_into_chunks`] takes of its own.
+const ROOM: usize = 64 << 10;
+
 /// Inflates the gzip stream (one or more members) that `input` holds, refusing to
 /// produce more than `limit` bytes; `guess` is the expected size, reserved up front as
 /// far as the limit allows. The inflater writes straight into the vector's spare room,
@@ -73,12 +77,12 @@ pub fn size_guess(compressed: u64) -> u64 {
 pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u8>, DecodeError> {
     // One byte past the limit tells "exactly at the limit" from "over it".
     let cap = limit.saturating_add(1);
-    let mut out: Vec<u8> = Vec::with_capacity(guess.max(64 << 10).min(cap) as usize);
+    let mut out: Vec<u8> = Vec::with_capacity(guess.max(ROOM as u64).min(cap) as usize);
     inflate_into(input, limit, &mut out, |out| {
         if out.len() as u64 >= cap {
             return Err(DecodeError::TooLarge { limit });
         }
-        let room = out.len().max(64 << 10) as u64;
+        let room = out.len().max(ROOM) as u64;
         out.reserve_exact(room.min(cap - out.len() as u64) as usize);
         Ok(0)
     })?;
@@ -87,7 +91,7 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
 
 /// [`inflate`], writing the output into chunks of initialised memory: `lend` gives the
 /// next chunk to fill (its bytes are overwritten from the start; one of no bytes makes
-/// the inflater take 64 KiB of its own), and `give_back` takes each chunk as it is
+/// the inflater take 64 KiB, `ROOM`, of its own), and `give_back` takes each chunk as it is
 /// filled, the last one cut to what was written and only if something was. No more
 /// than `limit` bytes are written in all. Chunks split off one `BytesMut` in order and
 /// given back in order join without a copy ([`BytesMut::unsplit`]).
@@ -100,7 +104,7 @@ pub fn inflate_into_chunks(
     let mut next = move || {
         let chunk = lend();
         if chunk.is_empty() {
-            BytesMut::zeroed(64 << 10)
+            BytesMut::zeroed(ROOM)
         } else {
             chunk
         }
@@ -408,11 +412,7 @@ mod tests {
                         } else {
                             buffer.split_to(piece.min(buffer.len()))
                         };
-                        lent.push(if chunk.is_empty() {
-                            64 << 10
-                        } else {
-                            chunk.len()
-                        });
+                        lent.push(if chunk.is_empty() { ROOM } else { chunk.len() });
                         chunk
                     },
                     |full| back.push(full),
