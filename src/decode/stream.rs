@@ -1158,8 +1158,9 @@ impl Walk {
     /// Reads at most `max` more of the samples walked so far in `bytes` (as at the last
     /// [`Walk::advance`]), for the pass over the samples to take instead of reading them
     /// from the wire: something to do while the rest of the profile is on its way.
-    /// Returns how many it read: 0 once every sample walked is read, or reading has
-    /// ended (see [`SamplesAhead`]).
+    /// Returns how many it read: 0 once every sample walked is read, or once reading
+    /// ahead has stopped: its 2 MiB budget is spent, or a sample is not one that can be
+    /// read ahead.
     pub fn read_samples_ahead(&mut self, bytes: &[u8], max: usize) -> usize {
         self.ahead.read(bytes, &self.samples, max)
     }
