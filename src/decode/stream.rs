@@ -1159,7 +1159,7 @@ impl Walk {
     /// [`Walk::advance`]), for the pass over the samples to take instead of reading them
     /// from the wire: something to do while the rest of the profile is on its way.
     /// Returns how many it read: 0 once every sample walked is read, or once reading
-    /// ahead has stopped: its 2 MiB budget is spent, or a sample is not one that can be
+    /// ahead has stopped: its byte budget is spent, or a sample is not one that can be
     /// read ahead.
     pub fn read_samples_ahead(&mut self, bytes: &[u8], max: usize) -> usize {
         self.ahead.read(bytes, &self.samples, max)
