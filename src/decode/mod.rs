@@ -91,8 +91,9 @@ pub fn inflate(input: &mut impl BufRead, limit: u64, guess: u64) -> Result<Vec<u
 
 /// [`inflate`], writing the output into chunks of initialised memory: `lend` gives the
 /// next chunk to fill (its bytes are overwritten from the start; one of no bytes makes
-/// the inflater take 64 KiB, `ROOM`, of its own), and `give_back` takes each chunk as it is
-/// filled, the last one cut to what was written and only if something was. No more
+/// the inflater take a chunk of `ROOM` bytes of its own), and `give_back` takes each
+/// chunk as it is filled, the last one cut to what was written and only if something
+/// was. No more
 /// than `limit` bytes are written in all. Chunks split off one `BytesMut` in order and
 /// given back in order join without a copy ([`BytesMut::unsplit`]).
 pub fn inflate_into_chunks(
